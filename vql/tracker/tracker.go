@@ -1,0 +1,365 @@
+// Package tracker turns successive socket table snapshots into connection
+// lifecycle events: exactly one Added and at most one Removed per connection.
+//
+// Stock diff(netstat()) keys rows on a formatted string that includes the
+// PID, so a TCP socket that moves from ESTAB (owned) to TIME_WAIT (orphaned,
+// PID -1) looks like one row removed and another added: every short
+// connection alerts twice. Here a connection is one kernel socket, identified
+// by what the OS gives (netlink cookie, else inode, else the tuple plus
+// owner), and the rules of DESIGN.md apply:
+//
+//   - a connection ends (Removed, with its duration) when its owner closes it
+//     (TIME_WAIT, CLOSE or orphaned) or when it disappears;
+//   - the orphaned remnant of a connection already reported is not new;
+//   - a socket first seen already closed (it opened and closed between two
+//     ticks) is reported once, as Added with Pid -1;
+//   - a new socket that reuses an old tuple is a new connection.
+package tracker
+
+import (
+	"net/netip"
+	"sort"
+	"time"
+
+	"github.com/netwatch-dfir/netwatch/vql/collector"
+)
+
+// Diff says what happened to a connection.
+type Diff uint8
+
+const (
+	Added Diff = iota + 1
+	Removed
+)
+
+func (d Diff) String() string {
+	switch d {
+	case Added:
+		return "added"
+	case Removed:
+		return "removed"
+	}
+	return "unknown"
+}
+
+// Direction is who initiated a connection, as far as the socket table tells.
+type Direction string
+
+const (
+	Outbound Direction = "outbound"
+	Inbound  Direction = "inbound"
+	Listen   Direction = "listen"
+	Unknown  Direction = "unknown"
+)
+
+// Conn is one tracked connection.
+type Conn struct {
+	ID        uint64           // unique for the tracker's life, in order of first sight
+	Socket    collector.Socket // as last seen
+	Pid       int32            // owner when reported Added; kept for Removed
+	Direction Direction
+	FirstSeen time.Time
+	LastSeen  time.Time
+
+	// Info is the caller's: the plugin keeps the process details resolved
+	// at Added here so that Removed carries the same ones.
+	Info any
+
+	key      key
+	seen     uint64 // generation of the last snapshot that had it
+	reported bool   // Added was emitted (or it was part of the baseline)
+	closed   bool   // Removed was emitted, or it was first seen closed
+	held     int    // ticks waited for an owner
+}
+
+// Event is one row of output.
+type Event struct {
+	Diff     Diff
+	Time     time.Time
+	Conn     *Conn         // shared with the tracker: read, don't keep
+	// Removed only: from the tick that first saw it to the tick that saw
+	// it end, so the true lifetime is within one period of it.
+	Duration time.Duration
+}
+
+// Options tune a Tracker. The zero value is usable.
+type Options struct {
+	// EmitExisting reports the sockets of the first snapshot as Added.
+	// Otherwise the first snapshot is the baseline, as with diff().
+	EmitExisting bool
+	// HoldTicks is how many extra snapshots a socket that has an inode but
+	// no known owner yet waits before being reported with Pid -1. An
+	// accepted socket is in the table before accept() gives it an fd.
+	HoldTicks int
+	// RemnantTicks is how long the tuple of a connection that disappeared
+	// is remembered, so that an orphaned remnant seen late (a non-atomic
+	// /proc read, a tuple-keyed OS) is not reported as new.
+	RemnantTicks int
+}
+
+// Tracker diffs snapshots. It is not safe for concurrent use.
+type Tracker struct {
+	opts    Options
+	conns   map[key]*Conn
+	gone    map[tuple]uint64 // tuple of a connection that disappeared -> expiry generation
+	gen     uint64
+	nextID  uint64
+	started bool
+
+	listeners map[listenKey][]netip.Addr // rebuilt each snapshot
+	events    []Event
+}
+
+// New returns an empty Tracker.
+func New(opts Options) *Tracker {
+	if opts.RemnantTicks <= 0 {
+		opts.RemnantTicks = 2
+	}
+	return &Tracker{
+		opts:      opts,
+		conns:     make(map[key]*Conn),
+		gone:      make(map[tuple]uint64),
+		listeners: make(map[listenKey][]netip.Addr),
+	}
+}
+
+// Len is the number of sockets being tracked.
+func (t *Tracker) Len() int { return len(t.conns) }
+
+type keyKind uint8
+
+const (
+	byCookie keyKind = iota + 1
+	byInode
+	byTuple
+)
+
+// tuple is what identifies a connection on the wire.
+type tuple struct {
+	typ           uint8
+	local, remote netip.AddrPort
+}
+
+type key struct {
+	kind keyKind
+	id   uint64 // cookie or inode
+	t    tuple  // byTuple only
+	pid  int32  // byTuple only: the owner is part of the identity there
+}
+
+func tupleOf(s *collector.Socket) tuple {
+	return tuple{typ: s.Type, local: s.Local, remote: s.Remote}
+}
+
+func keyOf(s *collector.Socket) key {
+	switch {
+	case s.Cookie != 0:
+		return key{kind: byCookie, id: s.Cookie}
+	case s.Inode != 0:
+		return key{kind: byInode, id: s.Inode}
+	}
+	k := key{kind: byTuple, t: tupleOf(s)}
+	if !s.Closed() {
+		k.pid = s.Pid
+	}
+	return k
+}
+
+type listenKey struct {
+	typ  uint8
+	port uint16
+}
+
+// Update diffs a complete snapshot taken at now against the previous one and
+// returns the events, Removed first. The slice is reused by the next call.
+func (t *Tracker) Update(now time.Time, socks []collector.Socket) []Event {
+	t.gen++
+	t.events = t.events[:0]
+	baseline := !t.started && !t.opts.EmitExisting
+	t.started = true
+	t.indexListeners(socks)
+
+	var fresh []int // sockets not tracked before
+	for i := range socks {
+		s := &socks[i]
+		c, ok := t.conns[keyOf(s)]
+		if !ok {
+			fresh = append(fresh, i)
+			continue
+		}
+		t.observe(now, c, s)
+	}
+
+	// Sockets first seen closed may be the remnant of a connection that
+	// disappeared in this same snapshot under another key (a /proc inode
+	// that became 0, a Windows PID that became 0).
+	var missing map[tuple]*Conn
+	for _, c := range t.conns {
+		if c.seen != t.gen && !c.closed {
+			if missing == nil {
+				missing = make(map[tuple]*Conn)
+			}
+			missing[tupleOf(&c.Socket)] = c
+		}
+	}
+
+	for _, i := range fresh {
+		s := &socks[i]
+		k := keyOf(s)
+		if _, dup := t.conns[k]; dup {
+			// The same identity twice in one snapshot: keep the first.
+			continue
+		}
+		if s.Closed() {
+			tp := tupleOf(s)
+			if c, ok := missing[tp]; ok {
+				delete(missing, tp)
+				delete(t.conns, c.key)
+				c.key = k
+				t.conns[k] = c
+				t.observe(now, c, s)
+				continue
+			}
+			if exp, ok := t.gone[tp]; ok && exp >= t.gen {
+				// Remnant of a connection already reported removed.
+				t.conns[k] = &Conn{key: k, Socket: *s, seen: t.gen, reported: true, closed: true,
+					FirstSeen: now, LastSeen: now, Pid: -1, Direction: t.direction(s)}
+				continue
+			}
+		}
+		t.nextID++
+		c := &Conn{ID: t.nextID, key: k, Socket: *s, Pid: s.Pid, FirstSeen: now, LastSeen: now,
+			seen: t.gen, Direction: t.direction(s)}
+		t.conns[k] = c
+		if baseline {
+			c.reported = true
+			c.closed = s.Closed()
+			continue
+		}
+		t.maybeAdd(now, c)
+	}
+
+	// What was not in the snapshot is gone.
+	for k, c := range t.conns {
+		if c.seen == t.gen {
+			continue
+		}
+		delete(t.conns, k)
+		if c.closed {
+			continue
+		}
+		if !c.reported {
+			// Held for an owner that never showed: it still existed.
+			t.add(now, c)
+		}
+		t.remove(now, c)
+		t.gone[tupleOf(&c.Socket)] = t.gen + uint64(t.opts.RemnantTicks)
+	}
+	for tp, exp := range t.gone {
+		if exp < t.gen {
+			delete(t.gone, tp)
+		}
+	}
+
+	sort.SliceStable(t.events, func(i, j int) bool {
+		a, b := &t.events[i], &t.events[j]
+		if a.Diff != b.Diff {
+			return a.Diff == Removed
+		}
+		return a.Conn.ID < b.Conn.ID
+	})
+	return t.events
+}
+
+// observe updates a tracked connection with its socket in this snapshot.
+func (t *Tracker) observe(now time.Time, c *Conn, s *collector.Socket) {
+	c.seen = t.gen
+	c.LastSeen = now
+	wasClosed := c.Socket.Closed()
+	c.Socket = *s
+	if !c.reported {
+		if c.Pid < 0 && s.Pid >= 0 {
+			c.Pid = s.Pid
+		}
+		t.maybeAdd(now, c)
+	}
+	if c.closed || !c.reported {
+		return
+	}
+	if s.Closed() && !wasClosed {
+		t.remove(now, c)
+	}
+}
+
+// maybeAdd reports a new connection unless it is still waiting for its owner.
+func (t *Tracker) maybeAdd(now time.Time, c *Conn) {
+	s := &c.Socket
+	waiting := c.Pid < 0 && s.Inode != 0 && !s.Closed()
+	if waiting && c.held < t.opts.HoldTicks {
+		c.held++
+		return
+	}
+	t.add(now, c)
+	if s.Closed() {
+		// Opened and closed between two ticks, or closed while held: this
+		// Added is all there will be for it.
+		c.closed = true
+		if c.held > 0 {
+			t.remove(now, c)
+		}
+	}
+}
+
+func (t *Tracker) add(now time.Time, c *Conn) {
+	c.reported = true
+	t.events = append(t.events, Event{Diff: Added, Time: now, Conn: c})
+}
+
+func (t *Tracker) remove(now time.Time, c *Conn) {
+	c.closed = true
+	t.events = append(t.events, Event{Diff: Removed, Time: now, Conn: c,
+		Duration: now.Sub(c.FirstSeen)})
+}
+
+func (t *Tracker) indexListeners(socks []collector.Socket) {
+	clear(t.listeners)
+	for i := range socks {
+		s := &socks[i]
+		if s.Listening() {
+			lk := listenKey{s.Type, s.Local.Port()}
+			t.listeners[lk] = append(t.listeners[lk], s.Local.Addr())
+		}
+	}
+}
+
+// direction guesses who opened a connection: a socket whose local port is
+// one a listener of the same protocol waits on was accepted.
+func (t *Tracker) direction(s *collector.Socket) Direction {
+	if s.Listening() {
+		return Listen
+	}
+	if s.IsTCP() {
+		switch s.State {
+		case collector.StateSynSent:
+			return Outbound
+		case collector.StateSynRecv, collector.StateNewSynRecv:
+			return Inbound
+		}
+	}
+	for _, a := range t.listeners[listenKey{s.Type, s.Local.Port()}] {
+		if a.IsUnspecified() || a == s.Local.Addr() {
+			return Inbound
+		}
+	}
+	if s.Closed() && s.Pid < 0 {
+		// An orphan first seen closed: outbound if it talked to one of
+		// our own listeners, otherwise either side may have opened it.
+		for _, a := range t.listeners[listenKey{s.Type, s.Remote.Port()}] {
+			if a == s.Remote.Addr() || a.IsUnspecified() && s.Remote.Addr().IsLoopback() {
+				return Outbound
+			}
+		}
+		return Unknown
+	}
+	return Outbound
+}
