@@ -1,0 +1,98 @@
+# netwatch: a custom Velociraptor build with the netstat_watch event plugin.
+#
+#   make            build/velociraptor (linux/amd64, GUI included)
+#   make windows    build/velociraptor.exe
+#   make test       everything CI runs
+#   make run        local server + client + webhook receiver on loopback
+#
+# Velociraptor's source is staged from the Go module cache into
+# build/upstream (tools/build/stage.sh); nothing of it is committed.
+
+SHELL      := /bin/bash
+GO         ?= go
+BUILD      := build
+STAGE      := $(BUILD)/upstream
+BINARY     := $(BUILD)/velociraptor
+TAGS_LINUX := server_vql extras release yara
+TAGS_CROSS := server_vql extras release
+FUZZTIME   ?= 5s
+
+# Our Go sources (the staged tree is a separate module under build/).
+GO_SOURCES := $(shell find vql tools -name '*.go' -not -path '*/node_modules/*' 2>/dev/null) go.mod $(wildcard go.sum)
+ARTIFACTS  := $(wildcard artifacts/*.yaml) $(wildcard docs/vql/*.yaml)
+
+STAGED     := $(STAGE)/.netwatch-staged
+ASSETS     := $(STAGE)/artifacts/assets/ab0x.go
+
+PACK       := $(BUILD)/netwatch-artifacts.zip
+
+.PHONY: all windows pack stage test unit fuzz golden cross vet run clean distclean
+
+all: $(BINARY)
+
+# Re-staging is cheap when the pinned version has not changed: the script
+# compares versions and only rewrites go.work.
+$(STAGED): go.mod tools/build/stage.sh
+	tools/build/stage.sh upstream
+	@touch $@
+
+stage: $(STAGED)
+
+$(ASSETS): $(STAGED) $(ARTIFACTS)
+	tools/build/stage.sh artifacts
+
+$(BINARY): $(ASSETS) $(GO_SOURCES)
+	$(GO) build -tags "$(TAGS_LINUX)" -o $@ ./$(STAGE)/bin
+	@$@ version | head -3
+
+windows: $(BUILD)/velociraptor.exe
+
+$(BUILD)/velociraptor.exe: $(ASSETS) $(GO_SOURCES)
+	CGO_ENABLED=0 GOOS=windows GOARCH=amd64 $(GO) build -tags "$(TAGS_CROSS)" -o $@ ./$(STAGE)/bin
+
+# The artifact pack for the GUI's "Upload Artifact Pack" on an existing
+# server (whose clients then use the diff(netstat()) fallback).
+pack: $(PACK)
+
+$(PACK): $(wildcard artifacts/*.yaml)
+	@mkdir -p $(BUILD)
+	rm -f $@
+	cd artifacts && zip -q -X ../$@ *.yaml
+	@echo "wrote $@"
+
+# --- tests -----------------------------------------------------------------
+
+test: vet unit fuzz cross golden
+
+vet: $(ASSETS)
+	$(GO) vet ./...
+
+unit: $(BINARY)
+	NETWATCH_BINARY=$(abspath $(BINARY)) $(GO) test -count=1 ./...
+
+# Each fuzz target runs briefly from its checked-in seed corpus.
+fuzz: $(ASSETS)
+	@set -e; for pkg in $$($(GO) list ./vql/...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "fuzz $$pkg $$f ($(FUZZTIME))"; \
+	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg >/dev/null; \
+	  done; \
+	done
+
+# The plugin packages must compile for every OS the clients run.
+cross: $(ASSETS)
+	GOOS=windows $(GO) vet ./vql/...
+	GOOS=darwin $(GO) vet ./vql/...
+
+golden: $(BINARY)
+	tools/golden/run.sh $(BINARY)
+
+run:
+	@echo "make run is not ready yet: it lands with the end-to-end issue."
+	@echo "Meanwhile: make && build/velociraptor query 'SELECT * FROM netstat_watch(period=0.1)'"
+
+clean:
+	rm -f $(BINARY) $(BUILD)/velociraptor.exe
+
+distclean:
+	rm -rf $(BUILD) go.work go.work.sum

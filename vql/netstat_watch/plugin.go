@@ -1,0 +1,169 @@
+// Package netstat_watch is the VQL event plugin netstat_watch(): it polls the
+// socket table below one second, diffs it in-process and emits one row when a
+// connection appears and one when it ends, with the owning process.
+//
+// It replaces the stock `diff(query={SELECT ... FROM netstat()}, period=N)`
+// pattern, which can only poll at whole seconds, walks every fd of every
+// process on every poll, keys its diff on a PID that changes when a socket
+// enters TIME_WAIT (so each connection is reported twice), and names the
+// process from a tracker that has not seen short-lived processes yet.
+//
+// Only this package knows about VQL; the collector, owner, tracker and
+// enricher packages do the work.
+package netstat_watch
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/Velocidex/ordereddict"
+	"www.velocidex.com/golang/velociraptor/acls"
+	vql_subsystem "www.velocidex.com/golang/velociraptor/vql"
+	"www.velocidex.com/golang/vfilter"
+	"www.velocidex.com/golang/vfilter/arg_parser"
+
+	"github.com/netwatch-dfir/netwatch/vql/collector"
+)
+
+const pluginName = "netstat_watch"
+
+// Below 10 ms a poll of a busy host's table costs more than the interval.
+const minPeriod = 0.01
+
+// NetstatWatchArgs documents the plugin in the GUI's VQL help: keep the doc
+// tags complete, docs/vql/netstat_watch.yaml is checked against them.
+type NetstatWatchArgs struct {
+	Period       float64  `vfilter:"optional,field=period,doc=Seconds between two snapshots of the socket table (float, sub-second allowed, at least 0.01; default 1)."`
+	Kinds        []string `vfilter:"optional,field=kinds,doc=Socket tables to watch: any of tcp, tcp6, udp, udp6 (default all)."`
+	Listening    bool     `vfilter:"optional,field=listening,doc=Also report listening TCP sockets and unconnected UDP sockets (default true)."`
+	EmitExisting bool     `vfilter:"optional,field=emit_existing,doc=Report the sockets present at start as added (default false: the first snapshot is the baseline, as with diff())."`
+	EmitRemoved  bool     `vfilter:"optional,field=emit_removed,doc=Emit a removed row when a connection ends (default true)."`
+	Enrich       bool     `vfilter:"optional,field=enrich,doc=Resolve process details (ProcInfo) when a connection is first seen (default true)."`
+	Backend      string   `vfilter:"optional,field=backend,doc=Socket table source: auto (default; netlink on Linux, falling back to /proc/net), netlink or procfs."`
+	CacheSize    int64    `vfilter:"optional,field=cache_size,doc=Most processes kept in the process details cache (default 4096)."`
+}
+
+// options are validated arguments with their defaults applied.
+type options struct {
+	period       time.Duration
+	kinds        collector.Kind
+	listening    bool
+	emitExisting bool
+	emitRemoved  bool
+	enrich       bool
+	backend      string
+	cacheSize    int
+}
+
+// parseOptions applies defaults: vfilter cannot tell an absent bool from
+// false, so the raw args say which defaults-true switches were given.
+func parseOptions(a *NetstatWatchArgs, raw *ordereddict.Dict) (*options, error) {
+	o := &options{listening: true, emitRemoved: true, enrich: true,
+		emitExisting: a.EmitExisting, backend: "auto", cacheSize: 4096}
+	period := 1.0
+	if _, ok := raw.Get("period"); ok {
+		period = a.Period
+	}
+	if math.IsNaN(period) || math.IsInf(period, 0) || period < minPeriod {
+		return nil, fmt.Errorf("period must be a number of seconds of at least %v, not %v", minPeriod, period)
+	}
+	o.period = time.Duration(period * float64(time.Second))
+
+	var err error
+	if o.kinds, err = collector.ParseKinds(a.Kinds); err != nil {
+		return nil, fmt.Errorf("kinds: %w", err)
+	}
+	if _, ok := raw.Get("listening"); ok {
+		o.listening = a.Listening
+	}
+	if _, ok := raw.Get("emit_removed"); ok {
+		o.emitRemoved = a.EmitRemoved
+	}
+	if _, ok := raw.Get("enrich"); ok {
+		o.enrich = a.Enrich
+	}
+	switch a.Backend {
+	case "":
+	case "auto", "netlink", "procfs":
+		o.backend = a.Backend
+	default:
+		return nil, fmt.Errorf("backend must be auto, netlink or procfs, not %q", a.Backend)
+	}
+	if _, ok := raw.Get("cache_size"); ok {
+		if a.CacheSize < 1 {
+			return nil, fmt.Errorf("cache_size must be at least 1, not %d", a.CacheSize)
+		}
+		o.cacheSize = int(a.CacheSize)
+	}
+	return o, nil
+}
+
+type NetstatWatchPlugin struct{}
+
+func (self NetstatWatchPlugin) Call(ctx context.Context,
+	scope vfilter.Scope, args *ordereddict.Dict) <-chan vfilter.Row {
+	output_chan := make(chan vfilter.Row)
+
+	go func() {
+		defer close(output_chan)
+		defer vql_subsystem.RegisterMonitor(ctx, pluginName, args)()
+
+		err := vql_subsystem.CheckAccess(scope, acls.MACHINE_STATE)
+		if err != nil {
+			scope.Log("%s: %v", pluginName, err)
+			return
+		}
+
+		arg := &NetstatWatchArgs{}
+		err = arg_parser.ExtractArgsWithContext(ctx, scope, args, arg)
+		if err != nil {
+			scope.Log("%s: %v", pluginName, err)
+			return
+		}
+		opts, err := parseOptions(arg, args)
+		if err != nil {
+			scope.Log("%s: %v", pluginName, err)
+			return
+		}
+
+		w, err := newWatcher(opts)
+		if err != nil {
+			scope.Log("%s: %v", pluginName, err)
+			return
+		}
+		defer w.Close()
+
+		// One line at start; then only errors. Stock diff() and netstat()
+		// log every poll, and client logs are shipped to the server.
+		scope.Log("%s: watching %v every %v using %s", pluginName,
+			opts.kinds, opts.period, w.col.Name())
+
+		w.run(ctx, scope, func(row *ordereddict.Dict) bool {
+			select {
+			case <-ctx.Done():
+				return false
+			case output_chan <- row:
+				return true
+			}
+		})
+	}()
+
+	return output_chan
+}
+
+func (self NetstatWatchPlugin) Info(
+	scope vfilter.Scope, type_map *vfilter.TypeMap) *vfilter.PluginInfo {
+	return &vfilter.PluginInfo{
+		Name: pluginName,
+		Doc: "Watch the socket table below one second and emit a row when a " +
+			"connection is added or removed, with the owning process.",
+		ArgType:  type_map.AddType(scope, &NetstatWatchArgs{}),
+		Metadata: vql_subsystem.VQLMetadata().Permissions(acls.MACHINE_STATE).Build(),
+	}
+}
+
+func init() {
+	vql_subsystem.RegisterPlugin(&NetstatWatchPlugin{})
+}

@@ -1,0 +1,373 @@
+package netstat_watch
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/Velocidex/ordereddict"
+	vql_subsystem "www.velocidex.com/golang/velociraptor/vql"
+	"www.velocidex.com/golang/velociraptor/vql/acl_managers"
+	"www.velocidex.com/golang/vfilter"
+)
+
+// The test binary doubles as the short-lived client process: a real process
+// with its own PID and name, as in the field.
+func TestMain(m *testing.M) {
+	switch os.Getenv("NETWATCH_HELPER") {
+	case "tcp":
+		helperTCP(os.Args[1], os.Args[2])
+	case "udp":
+		helperUDP(os.Args[1], os.Args[2])
+	default:
+		os.Exit(m.Run())
+	}
+}
+
+// helperTCP connects to addr, prints its local port, holds the connection
+// for the given time and closes it first (so its side enters TIME_WAIT).
+func helperTCP(addr, hold string) {
+	d, _ := time.ParseDuration(hold)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		fmt.Println("ERR", err)
+		os.Exit(1)
+	}
+	fmt.Println(c.LocalAddr().(*net.TCPAddr).Port)
+	time.Sleep(d)
+	c.Close()
+	os.Exit(0)
+}
+
+func helperUDP(addr, hold string) {
+	d, _ := time.ParseDuration(hold)
+	c, err := net.Dial("udp", addr)
+	if err != nil {
+		fmt.Println("ERR", err)
+		os.Exit(1)
+	}
+	c.Write([]byte("ping"))
+	fmt.Println(c.LocalAddr().(*net.UDPAddr).Port)
+	time.Sleep(d)
+	c.Close()
+	os.Exit(0)
+}
+
+// logRecorder keeps what the query logs.
+type logRecorder struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (self *logRecorder) Write(b []byte) (int, error) {
+	self.mu.Lock()
+	defer self.mu.Unlock()
+	self.lines = append(self.lines, string(b))
+	return len(b), nil
+}
+
+func newLogger(w io.Writer) *log.Logger { return log.New(w, "", 0) }
+
+func (self *logRecorder) String() string {
+	self.mu.Lock()
+	defer self.mu.Unlock()
+	return strings.Join(self.lines, "")
+}
+
+// watch runs a VQL query in a fresh scope and streams its rows.
+func watch(t *testing.T, ctx context.Context, query string) (<-chan *ordereddict.Dict, *logRecorder) {
+	t.Helper()
+	logs := &logRecorder{}
+	scope := vql_subsystem.MakeScope().AppendVars(ordereddict.NewDict().
+		Set(vql_subsystem.ACL_MANAGER_VAR, acl_managers.NullACLManager{}))
+	scope.SetLogger(newLogger(logs))
+	vql, err := vfilter.Parse(query)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make(chan *ordereddict.Dict)
+	go func() {
+		defer close(out)
+		defer scope.Close()
+		for row := range vql.Eval(ctx, scope) {
+			select {
+			case out <- vfilter.RowToDict(ctx, scope, row):
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out, logs
+}
+
+func get(row *ordereddict.Dict, path string) any {
+	var cur any = row
+	for _, part := range strings.Split(path, ".") {
+		d, ok := cur.(*ordereddict.Dict)
+		if !ok {
+			return nil
+		}
+		cur, _ = d.Get(part)
+	}
+	return cur
+}
+
+// startChild runs this test binary as a helper client and returns its PID
+// and the local port of its socket.
+func startChild(t *testing.T, mode, addr string, hold time.Duration) (*exec.Cmd, int) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], addr, hold.String())
+	cmd.Env = append(os.Environ(), "NETWATCH_HELPER="+mode)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var port int
+	if _, err := fmt.Fscan(stdout, &port); err != nil {
+		t.Fatalf("helper: %v", err)
+	}
+	go io.Copy(io.Discard, stdout)
+	return cmd, port
+}
+
+// collectFor gathers rows about one local port until quiet has passed with
+// nothing new after the last one, or ctx ends.
+func collectFor(ctx context.Context, rows <-chan *ordereddict.Dict, match func(*ordereddict.Dict) bool,
+	until func([]*ordereddict.Dict) bool, quiet time.Duration) []*ordereddict.Dict {
+	var got []*ordereddict.Dict
+	var deadline <-chan time.Time
+	for {
+		select {
+		case row, ok := <-rows:
+			if !ok {
+				return got
+			}
+			if match(row) {
+				got = append(got, row)
+				if until(got) && deadline == nil {
+					deadline = time.After(quiet)
+				}
+			}
+		case <-deadline:
+			return got
+		case <-ctx.Done():
+			return got
+		}
+	}
+}
+
+func hasRemoved(rows []*ordereddict.Dict) bool {
+	for _, r := range rows {
+		if get(r, "Diff") == "removed" {
+			return true
+		}
+	}
+	return false
+}
+
+func TestShortConnectionFromChildProcess(t *testing.T) {
+	for _, network := range []string{"tcp4", "tcp6"} {
+		t.Run(network, func(t *testing.T) {
+			host := "127.0.0.1"
+			if network == "tcp6" {
+				host = "::1"
+			}
+			ln, err := net.Listen(network, net.JoinHostPort(host, "0"))
+			if err != nil {
+				t.Skipf("%s loopback unavailable: %v", network, err)
+			}
+			defer ln.Close()
+			// The server side reads until the client closes.
+			go func() {
+				for {
+					c, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					go func() { io.Copy(io.Discard, c); c.Close() }()
+				}
+			}()
+			lport := ln.Addr().(*net.TCPAddr).Port
+
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			rows, logs := watch(t, ctx, "SELECT * FROM netstat_watch(period=0.1, kinds=['tcp', 'tcp6'])")
+			time.Sleep(300 * time.Millisecond) // past the baseline
+
+			cmd, cport := startChild(t, "tcp", ln.Addr().String(), 300*time.Millisecond)
+			pid := cmd.Process.Pid
+			defer cmd.Wait()
+
+			got := collectFor(ctx, rows, func(r *ordereddict.Dict) bool {
+				return get(r, "Laddr.Port") == uint32(cport) && get(r, "Raddr.Port") == uint32(lport)
+			}, hasRemoved, time.Second)
+
+			var added, removed []*ordereddict.Dict
+			for _, r := range got {
+				switch get(r, "Diff") {
+				case "added":
+					added = append(added, r)
+				case "removed":
+					removed = append(removed, r)
+				}
+			}
+			if len(added) != 1 || len(removed) != 1 {
+				t.Fatalf("want 1 added and 1 removed, got %d and %d: %v\nlogs: %s", len(added), len(removed), got, logs)
+			}
+			a, r := added[0], removed[0]
+			if get(a, "Pid") != int32(pid) || get(r, "Pid") != int32(pid) {
+				t.Errorf("Pid: added %v removed %v, want %d", get(a, "Pid"), get(r, "Pid"), pid)
+			}
+			wantName := filepath.Base(os.Args[0])
+			if n := get(a, "ProcInfo.Data.Name"); n != wantName {
+				t.Errorf("ProcInfo.Data.Name = %v, want %s", n, wantName)
+			}
+			if n := get(r, "ProcInfo.Data.Name"); n != wantName {
+				t.Errorf("removed row ProcInfo.Data.Name = %v, want %s", n, wantName)
+			}
+			if get(a, "Direction") != "outbound" || get(a, "Status") != "ESTAB" {
+				t.Errorf("added row: Direction %v Status %v", get(a, "Direction"), get(a, "Status"))
+			}
+			wantFamily := "IPv4"
+			if network == "tcp6" {
+				wantFamily = "IPv6"
+			}
+			if get(a, "FamilyString") != wantFamily || get(a, "TypeString") != "TCP" {
+				t.Errorf("FamilyString %v TypeString %v", get(a, "FamilyString"), get(a, "TypeString"))
+			}
+			d, ok := get(r, "Duration").(float64)
+			if !ok || d < 0.2 || d > 2 {
+				t.Errorf("Duration = %v, want about 0.3 s", get(r, "Duration"))
+			}
+			if strings.Count(logs.String(), "netstat_watch:") != 1 {
+				t.Errorf("want exactly one log line, got:\n%s", logs)
+			}
+		})
+	}
+}
+
+func TestConnectedUDP(t *testing.T) {
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	sport := pc.LocalAddr().(*net.UDPAddr).Port
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	rows, logs := watch(t, ctx, "SELECT * FROM netstat_watch(period=0.1, kinds='udp')")
+	time.Sleep(300 * time.Millisecond)
+
+	cmd, cport := startChild(t, "udp", pc.LocalAddr().String(), 500*time.Millisecond)
+	defer cmd.Wait()
+	got := collectFor(ctx, rows, func(r *ordereddict.Dict) bool {
+		return get(r, "Laddr.Port") == uint32(cport)
+	}, hasRemoved, 500*time.Millisecond)
+	if len(got) != 2 || get(got[0], "Diff") != "added" || get(got[1], "Diff") != "removed" {
+		t.Fatalf("want added then removed, got %v\nlogs: %s", got, logs)
+	}
+	a := got[0]
+	if get(a, "Pid") != int32(cmd.Process.Pid) || get(a, "TypeString") != "UDP" ||
+		get(a, "Raddr.Port") != uint32(sport) || get(a, "Direction") != "outbound" {
+		t.Errorf("added row: %v", a)
+	}
+}
+
+func TestArgErrors(t *testing.T) {
+	for _, tc := range []struct{ args, want string }{
+		{"period=0", "period"},
+		{"period=-1", "period"},
+		{"period=0.001", "period"},
+		{"period='x'", "period"},
+		{"kinds=['tcp', 'sctp']", `"sctp"`},
+		{"backend='ebpf'", "backend"},
+		{"cache_size=0", "cache_size"},
+	} {
+		t.Run(tc.args, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			rows, logs := watch(t, ctx, "SELECT * FROM netstat_watch("+tc.args+")")
+			for range rows {
+				t.Error("row emitted despite a bad argument")
+			}
+			if ctx.Err() != nil {
+				t.Fatal("plugin did not stop on a bad argument")
+			}
+			if !strings.Contains(logs.String(), tc.want) {
+				t.Errorf("log %q does not name %s", logs, tc.want)
+			}
+		})
+	}
+}
+
+func TestRequiresMachineState(t *testing.T) {
+	logs := &logRecorder{}
+	scope := vql_subsystem.MakeScope().AppendVars(ordereddict.NewDict().
+		Set(vql_subsystem.ACL_MANAGER_VAR, acl_managers.NewRoleACLManager(nil, "reader")))
+	scope.SetLogger(newLogger(logs))
+	defer scope.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for range (NetstatWatchPlugin{}).Call(ctx, scope, ordereddict.NewDict()) {
+		t.Error("row emitted without MACHINE_STATE")
+	}
+	if !strings.Contains(logs.String(), "Permission denied") {
+		t.Errorf("log: %q", logs)
+	}
+}
+
+func openFDs(t *testing.T) int {
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(entries)
+}
+
+// Cancelling the query ends the plugin within a period and leaves no
+// goroutine or fd behind.
+func TestCancelStopsPromptly(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("fd accounting via /proc")
+	}
+	baseG, baseFD := runtime.NumGoroutine(), openFDs(t)
+	for _, period := range []float64{0.05, 1} {
+		ctx, cancel := context.WithCancel(context.Background())
+		rows, _ := watch(t, ctx, "SELECT * FROM netstat_watch(period="+strconv.FormatFloat(period, 'f', -1, 64)+")")
+		time.Sleep(200 * time.Millisecond)
+		cancel()
+		start := time.Now()
+		for range rows {
+		}
+		if el := time.Since(start); el > time.Duration(period*float64(time.Second))+100*time.Millisecond {
+			t.Errorf("period %v: plugin took %v to stop after cancel", period, el)
+		}
+	}
+	// Goroutines wind down asynchronously; give them a moment.
+	deadline := time.Now().Add(2 * time.Second)
+	for runtime.NumGoroutine() > baseG && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if g := runtime.NumGoroutine(); g > baseG {
+		buf := make([]byte, 1<<16)
+		t.Errorf("goroutines: %d before, %d after\n%s", baseG, g, buf[:runtime.Stack(buf, true)])
+	}
+	if fd := openFDs(t); fd > baseFD {
+		t.Errorf("open fds: %d before, %d after", baseFD, fd)
+	}
+}

@@ -1,0 +1,164 @@
+package netstat_watch
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/Velocidex/ordereddict"
+	"www.velocidex.com/golang/vfilter"
+
+	"github.com/netwatch-dfir/netwatch/vql/collector"
+	"github.com/netwatch-dfir/netwatch/vql/enricher"
+	"github.com/netwatch-dfir/netwatch/vql/owner"
+	"github.com/netwatch-dfir/netwatch/vql/tracker"
+)
+
+// watcher runs collector -> owner -> tracker -> enricher once per tick.
+type watcher struct {
+	opts  *options
+	col   collector.Collector
+	own   *owner.Resolver
+	track *tracker.Tracker
+	enr   *enricher.Enricher
+
+	socks     []collector.Socket // reused between ticks
+	lastErr   string
+	warnedAcl bool
+}
+
+func newWatcher(opts *options) (*watcher, error) {
+	col, err := collector.New(opts.backend)
+	if err != nil {
+		return nil, err
+	}
+	return &watcher{
+		opts: opts,
+		col:  col,
+		own:  owner.New("/proc"),
+		track: tracker.New(tracker.Options{
+			EmitExisting: opts.emitExisting,
+			// Wait one extra tick for the owner of an accepted socket.
+			HoldTicks: 1,
+		}),
+		enr: enricher.New("/proc", opts.cacheSize),
+	}, nil
+}
+
+func (self *watcher) Close() error { return self.col.Close() }
+
+// run polls until ctx ends or emit refuses a row.
+func (self *watcher) run(ctx context.Context, scope vfilter.Scope,
+	emit func(*ordereddict.Dict) bool) {
+	ticker := time.NewTicker(self.opts.period)
+	defer ticker.Stop()
+
+	for {
+		for _, row := range self.tick(scope, time.Now()) {
+			if !emit(row) {
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+	}
+}
+
+// tick takes one snapshot and returns the rows it produced.
+func (self *watcher) tick(scope vfilter.Scope, now time.Time) []*ordereddict.Dict {
+	socks, err := self.col.Collect(self.opts.kinds, self.socks[:0])
+	if err != nil {
+		// Log a failure once, not once per tick, and keep the last
+		// snapshot's state: a failed poll says nothing about the sockets.
+		if msg := err.Error(); msg != self.lastErr {
+			scope.Log("%s: %v", pluginName, err)
+			self.lastErr = msg
+		}
+		return nil
+	}
+	if self.lastErr != "" {
+		scope.Log("%s: socket table readable again", pluginName)
+		self.lastErr = ""
+	}
+	self.socks = socks
+
+	self.own.Resolve(socks)
+	if st := self.own.Stats(); st.Unreadable > 0 && !self.warnedAcl {
+		self.warnedAcl = true
+		scope.Log("%s: %d processes could not be inspected (not running as root?); "+
+			"their sockets show Pid -1", pluginName, st.Unreadable)
+	}
+
+	var rows []*ordereddict.Dict
+	for _, ev := range self.track.Update(now, socks) {
+		c := ev.Conn
+		if !self.opts.listening && c.Direction == tracker.Listen {
+			continue
+		}
+		if ev.Diff == tracker.Removed && !self.opts.emitRemoved {
+			continue
+		}
+		if ev.Diff == tracker.Added && self.opts.enrich && c.Pid > 0 {
+			// Resolved now, while the process is alive: a process that
+			// lives half a second is still named.
+			if p, err := self.enr.Lookup(c.Pid); err == nil {
+				c.Info = procInfo(p)
+			}
+		}
+		rows = append(rows, eventRow(&ev))
+	}
+	return rows
+}
+
+// eventRow is the row of DESIGN.md: netstat()'s columns, so existing queries
+// keep working, plus what diff() lacked.
+func eventRow(ev *tracker.Event) *ordereddict.Dict {
+	c := ev.Conn
+	s := &c.Socket
+	row := ordereddict.NewDict().
+		Set("Diff", ev.Diff.String()).
+		Set("Timestamp", ev.Time).
+		Set("Pid", c.Pid).
+		Set("Family", uint32(s.Family)).
+		Set("Type", uint32(s.Type)).
+		Set("FamilyString", s.FamilyString()).
+		Set("TypeString", s.TypeString()).
+		Set("Laddr", addr(s.Local.Addr().String(), s.Local.Port())).
+		Set("Raddr", addr(s.Remote.Addr().String(), s.Remote.Port())).
+		Set("Status", s.State.String()).
+		Set("ProcInfo", c.Info).
+		Set("Direction", string(c.Direction)).
+		Set("FirstSeen", c.FirstSeen)
+	if ev.Diff == tracker.Removed {
+		row.Set("Duration", ev.Duration.Seconds())
+	} else {
+		row.Set("Duration", nil)
+	}
+	return row.
+		Set("ConnId", c.ID).
+		Set("Uid", s.UID)
+}
+
+func addr(ip string, port uint16) *ordereddict.Dict {
+	return ordereddict.NewDict().Set("IP", ip).Set("Port", uint32(port))
+}
+
+// procInfo has the shape of process_tracker_get(), so that queries written
+// for it (ProcInfo.Data.Name) keep working.
+func procInfo(p *enricher.Process) *ordereddict.Dict {
+	return ordereddict.NewDict().
+		Set("Id", strconv.Itoa(int(p.Pid))).
+		Set("ParentId", strconv.Itoa(int(p.Ppid))).
+		Set("StartTime", p.CreateTime).
+		Set("Data", ordereddict.NewDict().
+			Set("Pid", p.Pid).
+			Set("Ppid", p.Ppid).
+			Set("Name", p.Name).
+			Set("Exe", p.Exe).
+			Set("CommandLine", p.CommandLine).
+			Set("Username", p.Username).
+			Set("CreateTime", p.CreateTime))
+}
