@@ -2,6 +2,7 @@ package netstat_watch
 
 import (
 	"context"
+	"os"
 	"strconv"
 	"time"
 
@@ -86,10 +87,12 @@ func (self *watcher) tick(scope vfilter.Scope, now time.Time) []*ordereddict.Dic
 	self.socks = socks
 
 	self.own.Resolve(socks)
-	if st := self.own.Stats(); st.Unreadable > 0 && !self.warnedAcl {
+	// A process that is exiting refuses access too, so only a non-root
+	// watcher has a reason to warn.
+	if st := self.own.Stats(); st.Denied > 0 && !self.warnedAcl && os.Geteuid() > 0 {
 		self.warnedAcl = true
 		scope.Log("%s: %d processes could not be inspected (not running as root?); "+
-			"their sockets show Pid -1", pluginName, st.Unreadable)
+			"their sockets show Pid -1", pluginName, st.Denied)
 	}
 
 	var rows []*ordereddict.Dict

@@ -210,16 +210,18 @@ func (t *Tracker) Update(now time.Time, socks []collector.Socket) []Event {
 			// The same identity twice in one snapshot: keep the first.
 			continue
 		}
+		tp := tupleOf(s)
+		if c, ok := missing[tp]; ok && (s.Closed() || gainedInode(c, s)) {
+			// The same socket under a new key: its remnant after close,
+			// or (without cookies) an accepted socket that got its inode.
+			delete(missing, tp)
+			delete(t.conns, c.key)
+			c.key = k
+			t.conns[k] = c
+			t.observe(now, c, s)
+			continue
+		}
 		if s.Closed() {
-			tp := tupleOf(s)
-			if c, ok := missing[tp]; ok {
-				delete(missing, tp)
-				delete(t.conns, c.key)
-				c.key = k
-				t.conns[k] = c
-				t.observe(now, c, s)
-				continue
-			}
 			if exp, ok := t.gone[tp]; ok && exp >= t.gen {
 				// Remnant of a connection already reported removed.
 				t.conns[k] = &Conn{key: k, Socket: *s, seen: t.gen, reported: true, closed: true,
@@ -271,6 +273,13 @@ func (t *Tracker) Update(now time.Time, socks []collector.Socket) []Event {
 	return t.events
 }
 
+// gainedInode tells an accepted socket that /proc listed without an inode
+// (still in the listener's queue) from a new socket: only the former had no
+// kernel identity at all and now has one.
+func gainedInode(c *Conn, s *collector.Socket) bool {
+	return c.key.kind == byTuple && c.Socket.Inode == 0 && c.Socket.Cookie == 0 && s.Inode != 0
+}
+
 // observe updates a tracked connection with its socket in this snapshot.
 func (t *Tracker) observe(now time.Time, c *Conn, s *collector.Socket) {
 	c.seen = t.gen
@@ -294,7 +303,7 @@ func (t *Tracker) observe(now time.Time, c *Conn, s *collector.Socket) {
 // maybeAdd reports a new connection unless it is still waiting for its owner.
 func (t *Tracker) maybeAdd(now time.Time, c *Conn) {
 	s := &c.Socket
-	waiting := c.Pid < 0 && s.Inode != 0 && !s.Closed()
+	waiting := c.Pid < 0 && !s.Closed()
 	if waiting && c.held < t.opts.HoldTicks {
 		c.held++
 		return

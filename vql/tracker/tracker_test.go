@@ -45,8 +45,13 @@ func sock(desc string) collector.Socket {
 			s.Orphan = n != 0
 		}
 	}
-	if s.IsTCP() && s.Inode == 0 && s.State != collector.StateListen && !strings.Contains(desc, "windows") {
-		s.Orphan = true
+	// The collector's rule: a TCP socket without inode in a state only
+	// close() leads to (an ESTAB one may be waiting for accept()).
+	if s.IsTCP() && s.Inode == 0 && !strings.Contains(desc, "windows") {
+		switch s.State {
+		case collector.StateFinWait2, collector.StateTimeWait, collector.StateClose:
+			s.Orphan = true
+		}
 	}
 	return s
 }
@@ -237,5 +242,26 @@ func TestTrackerOneAddedAtMostOneRemoved(t *testing.T) {
 	}
 	if tr.Len() != 0 {
 		t.Errorf("tracker still holds %d sockets after all vanished", tr.Len())
+	}
+}
+
+// /proc lists an accepted socket still in the listener's queue with inode 0;
+// once accept() gives it an fd it has an inode. Same connection.
+func TestTrackerAcceptQueueProcfs(t *testing.T) {
+	tr := New(Options{HoldTicks: 1})
+	const listener = "tcp 127.0.0.1:80 0.0.0.0:0 LISTEN inode=1 pid=1"
+	ticks := [][]collector.Socket{
+		snap(listener),
+		snap(listener, "tcp 127.0.0.1:80 127.0.0.1:40000 ESTAB"),
+		snap(listener, "tcp 127.0.0.1:80 127.0.0.1:40000 ESTAB inode=30 pid=1"),
+		snap(listener),
+	}
+	var got []string
+	for i, s := range ticks {
+		got = append(got, render(tr.Update(t0.Add(time.Duration(i)*time.Second), s))...)
+	}
+	want := []string{"added 80 pid=1 ESTAB inbound", "removed 80 pid=1 ESTAB inbound dur=2s"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("got %q want %q", got, want)
 	}
 }
