@@ -74,9 +74,9 @@ type Conn struct {
 
 // Event is one row of output.
 type Event struct {
-	Diff     Diff
-	Time     time.Time
-	Conn     *Conn         // shared with the tracker: read, don't keep
+	Diff Diff
+	Time time.Time
+	Conn *Conn // shared with the tracker: read, don't keep
 	// Removed only: from the tick that first saw it to the tick that saw
 	// it end, so the true lifetime is within one period of it.
 	Duration time.Duration
@@ -100,7 +100,7 @@ type Options struct {
 // Tracker diffs snapshots. It is not safe for concurrent use.
 type Tracker struct {
 	opts    Options
-	conns   map[key]*Conn
+	conns   index
 	gone    map[tuple]uint64 // tuple of a connection that disappeared -> expiry generation
 	gen     uint64
 	nextID  uint64
@@ -117,14 +117,14 @@ func New(opts Options) *Tracker {
 	}
 	return &Tracker{
 		opts:      opts,
-		conns:     make(map[key]*Conn),
+		conns:     newIndex(),
 		gone:      make(map[tuple]uint64),
 		listeners: make(map[listenKey][]netip.Addr),
 	}
 }
 
 // Len is the number of sockets being tracked.
-func (t *Tracker) Len() int { return len(t.conns) }
+func (t *Tracker) Len() int { return t.conns.len() }
 
 type keyKind uint8
 
@@ -182,7 +182,7 @@ func (t *Tracker) Update(now time.Time, socks []collector.Socket) []Event {
 	var fresh []int // sockets not tracked before
 	for i := range socks {
 		s := &socks[i]
-		c, ok := t.conns[keyOf(s)]
+		c, ok := t.conns.get(keyOf(s))
 		if !ok {
 			fresh = append(fresh, i)
 			continue
@@ -194,19 +194,19 @@ func (t *Tracker) Update(now time.Time, socks []collector.Socket) []Event {
 	// disappeared in this same snapshot under another key (a /proc inode
 	// that became 0, a Windows PID that became 0).
 	var missing map[tuple]*Conn
-	for _, c := range t.conns {
+	t.conns.each(func(c *Conn) {
 		if c.seen != t.gen && !c.closed {
 			if missing == nil {
 				missing = make(map[tuple]*Conn)
 			}
 			missing[tupleOf(&c.Socket)] = c
 		}
-	}
+	})
 
 	for _, i := range fresh {
 		s := &socks[i]
 		k := keyOf(s)
-		if _, dup := t.conns[k]; dup {
+		if _, dup := t.conns.get(k); dup {
 			// The same identity twice in one snapshot: keep the first.
 			continue
 		}
@@ -215,24 +215,24 @@ func (t *Tracker) Update(now time.Time, socks []collector.Socket) []Event {
 			// The same socket under a new key: its remnant after close,
 			// or (without cookies) an accepted socket that got its inode.
 			delete(missing, tp)
-			delete(t.conns, c.key)
+			t.conns.del(c.key)
 			c.key = k
-			t.conns[k] = c
+			t.conns.put(k, c)
 			t.observe(now, c, s)
 			continue
 		}
 		if s.Closed() {
 			if exp, ok := t.gone[tp]; ok && exp >= t.gen {
 				// Remnant of a connection already reported removed.
-				t.conns[k] = &Conn{key: k, Socket: *s, seen: t.gen, reported: true, closed: true,
-					FirstSeen: now, LastSeen: now, Pid: -1, Direction: t.direction(s)}
+				t.conns.put(k, &Conn{key: k, Socket: *s, seen: t.gen, reported: true, closed: true,
+					FirstSeen: now, LastSeen: now, Pid: -1, Direction: t.direction(s)})
 				continue
 			}
 		}
 		t.nextID++
 		c := &Conn{ID: t.nextID, key: k, Socket: *s, Pid: s.Pid, FirstSeen: now, LastSeen: now,
 			seen: t.gen, Direction: t.direction(s)}
-		t.conns[k] = c
+		t.conns.put(k, c)
 		if baseline {
 			c.reported = true
 			c.closed = s.Closed()
@@ -242,13 +242,13 @@ func (t *Tracker) Update(now time.Time, socks []collector.Socket) []Event {
 	}
 
 	// What was not in the snapshot is gone.
-	for k, c := range t.conns {
+	t.conns.each(func(c *Conn) {
 		if c.seen == t.gen {
-			continue
+			return
 		}
-		delete(t.conns, k)
+		t.conns.del(c.key)
 		if c.closed {
-			continue
+			return
 		}
 		if !c.reported {
 			// Held for an owner that never showed: it still existed.
@@ -256,7 +256,7 @@ func (t *Tracker) Update(now time.Time, socks []collector.Socket) []Event {
 		}
 		t.remove(now, c)
 		t.gone[tupleOf(&c.Socket)] = t.gen + uint64(t.opts.RemnantTicks)
-	}
+	})
 	for tp, exp := range t.gone {
 		if exp < t.gen {
 			delete(t.gone, tp)

@@ -102,7 +102,7 @@ func TestTracker(t *testing.T) {
 		ticks: [][]collector.Socket{snap(listener)},
 		want:  [][]string{{"added 80 pid=1 LISTEN listen"}},
 	}, {
-		name: "TIME_WAIT by cookie ends the connection once; remnant vanishing is silent",
+		name:  "TIME_WAIT by cookie ends the connection once; remnant vanishing is silent",
 		ticks: [][]collector.Socket{snap(), snap(client), snap(clientTW), snap(clientTW), snap()},
 		want: [][]string{nil, {"added 40000 pid=100 ESTAB outbound"},
 			{"removed 40000 pid=100 TIME_WAIT outbound dur=1s"}, nil, nil},
