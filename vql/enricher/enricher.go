@@ -82,3 +82,10 @@ func (c *lru) add(k key, p *Process) {
 		delete(c.items, el.Value.(*lruEntry).key)
 	}
 }
+
+// Stats returns counters since New.
+func (e *Enricher) Stats() Stats {
+	st := e.stats
+	st.Cached = e.cache.order.Len()
+	return st
+}

@@ -87,13 +87,6 @@ func (e *Enricher) Lookup(pid int32) (*Process, error) {
 	return p, nil
 }
 
-// Stats returns counters since New.
-func (e *Enricher) Stats() Stats {
-	st := e.stats
-	st.Cached = e.cache.order.Len()
-	return st
-}
-
 // readStat parses /proc/<pid>/stat. comm points into a buffer reused by
 // the next call.
 func (e *Enricher) readStat(pid int32) (comm []byte, ppid int32, start uint64, err error) {

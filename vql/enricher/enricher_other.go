@@ -59,10 +59,3 @@ func (e *Enricher) Lookup(pid int32) (*Process, error) {
 	}
 	return p, nil
 }
-
-// Stats returns counters since New.
-func (e *Enricher) Stats() Stats {
-	st := e.stats
-	st.Cached = e.cache.order.Len()
-	return st
-}

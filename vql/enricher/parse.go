@@ -60,6 +60,25 @@ func parseStat(b []byte) (comm []byte, ppid int32, startTicks uint64, err error)
 
 // ParseStatusUID reads the real UID from the contents of /proc/<pid>/status.
 func ParseStatusUID(b []byte) (uid int32, err error) {
+	v, ok := lineValue(b, "Uid:")
+	if !ok {
+		return 0, errStatus
+	}
+	// Real, effective, saved and filesystem UIDs, tab-separated.
+	f := bytes.Fields(v)
+	if len(f) == 0 {
+		return 0, errStatus
+	}
+	u, ok := parseUint(f[0])
+	if !ok || u > 1<<31-1 {
+		return 0, errStatus
+	}
+	return int32(u), nil
+}
+
+// lineValue returns what follows prefix on the first line that starts with
+// it, in the line-oriented /proc files.
+func lineValue(b []byte, prefix string) ([]byte, bool) {
 	for len(b) > 0 {
 		line := b
 		if i := bytes.IndexByte(b, '\n'); i >= 0 {
@@ -67,22 +86,11 @@ func ParseStatusUID(b []byte) (uid int32, err error) {
 		} else {
 			b = nil
 		}
-		v, ok := bytes.CutPrefix(line, []byte("Uid:"))
-		if !ok {
-			continue
+		if v, ok := bytes.CutPrefix(line, []byte(prefix)); ok {
+			return v, true
 		}
-		// Real, effective, saved and filesystem UIDs, tab-separated.
-		f := bytes.Fields(v)
-		if len(f) == 0 {
-			break
-		}
-		u, ok := parseUint(f[0])
-		if !ok || u > 1<<31-1 {
-			break
-		}
-		return int32(u), nil
 	}
-	return 0, errStatus
+	return nil, false
 }
 
 // ParseCmdline turns the contents of /proc/<pid>/cmdline, NUL-terminated
@@ -94,24 +102,15 @@ func ParseCmdline(b []byte) string {
 // ParseBootTime reads the boot time, the "btime" line, from the contents of
 // /proc/stat.
 func ParseBootTime(b []byte) (time.Time, error) {
-	for len(b) > 0 {
-		line := b
-		if i := bytes.IndexByte(b, '\n'); i >= 0 {
-			line, b = b[:i], b[i+1:]
-		} else {
-			b = nil
-		}
-		v, ok := bytes.CutPrefix(line, []byte("btime "))
-		if !ok {
-			continue
-		}
-		sec, ok := parseUint(bytes.TrimSpace(v))
-		if !ok || sec > 1<<63-1 {
-			break
-		}
-		return time.Unix(int64(sec), 0), nil
+	v, ok := lineValue(b, "btime ")
+	if !ok {
+		return time.Time{}, errBootTime
 	}
-	return time.Time{}, errBootTime
+	sec, ok := parseUint(bytes.TrimSpace(v))
+	if !ok || sec > 1<<63-1 {
+		return time.Time{}, errBootTime
+	}
+	return time.Unix(int64(sec), 0), nil
 }
 
 // processName names a process as pslist() does: the kernel keeps only the
