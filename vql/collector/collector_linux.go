@@ -24,14 +24,14 @@ func New(backend string) (Collector, error) {
 	case "procfs":
 		return newProcfs(), nil
 	case "auto":
-		c, err := newNetlink()
+		c, err := openNetlink()
 		if err != nil {
-			return newProcfs(), nil
+			return newProcfsFallback(err), nil
 		}
 		// Kernels without inet_diag or udp_diag fail here, not at open.
 		if _, err := c.Collect(AllKinds, nil); err != nil {
 			c.Close()
-			return newProcfs(), nil
+			return newProcfsFallback(err), nil
 		}
 		return c, nil
 	}
@@ -72,6 +72,9 @@ type netlinkCollector struct {
 	buf    []byte
 	req    [nlmsgHdrLen + inetDiagReqLen]byte
 }
+
+// openNetlink is newNetlink, replaceable by tests of the fallback.
+var openNetlink = func() (Collector, error) { return newNetlink() }
 
 func newNetlink() (*netlinkCollector, error) {
 	c := &netlinkCollector{fd: -1, buf: make([]byte, nlRecvBufLen)}
@@ -225,11 +228,25 @@ func (c *netlinkCollector) recv() ([]byte, error) {
 
 type procfsCollector struct {
 	buf []byte
+	why string // why auto chose procfs over netlink
 }
 
 func newProcfs() *procfsCollector { return &procfsCollector{buf: make([]byte, 64<<10)} }
 
-func (c *procfsCollector) Name() string { return "procfs" }
+// newProcfsFallback remembers why netlink was not used, so that the one
+// line the plugin logs at start says it.
+func newProcfsFallback(why error) *procfsCollector {
+	c := newProcfs()
+	c.why = why.Error()
+	return c
+}
+
+func (c *procfsCollector) Name() string {
+	if c.why != "" {
+		return "procfs (netlink unavailable: " + c.why + ")"
+	}
+	return "procfs"
+}
 
 func (c *procfsCollector) Close() error { return nil }
 

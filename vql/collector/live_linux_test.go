@@ -5,6 +5,7 @@ package collector
 import (
 	"net"
 	"net/netip"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -320,4 +321,37 @@ func BenchmarkCollect(b *testing.B) {
 			b.ReportMetric(float64(len(socks)), "sockets")
 		})
 	}
+}
+
+// When netlink is refused, auto falls back to /proc/net, says why, and
+// still sees the sockets.
+func TestAutoFallsBackToProcfs(t *testing.T) {
+	saved := openNetlink
+	defer func() { openNetlink = saved }()
+	openNetlink = func() (Collector, error) { return nil, syscall.EPROTONOSUPPORT }
+
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := New("auto")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if !strings.HasPrefix(c.Name(), "procfs (netlink unavailable: ") {
+		t.Errorf("Name() = %q, want the procfs fallback with its reason", c.Name())
+	}
+	socks, err := c.Collect(TCP4, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := uint16(ln.Addr().(*net.TCPAddr).Port)
+	for _, s := range socks {
+		if s.Local.Port() == port && s.State == StateListen {
+			return
+		}
+	}
+	t.Errorf("listener on port %d not in the procfs snapshot", port)
 }

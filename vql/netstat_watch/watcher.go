@@ -25,6 +25,7 @@ type watcher struct {
 
 	socks     []collector.Socket // reused between ticks
 	lastErr   string
+	failures  int // consecutive failed snapshots
 	warnedAcl bool
 }
 
@@ -78,12 +79,15 @@ func (self *watcher) tick(scope vfilter.Scope, now time.Time) []*ordereddict.Dic
 			scope.Log("%s: %v", pluginName, err)
 			self.lastErr = msg
 		}
+		self.failures++
+		self.maybeFallBack(scope)
 		return nil
 	}
 	if self.lastErr != "" {
 		scope.Log("%s: socket table readable again", pluginName)
 		self.lastErr = ""
 	}
+	self.failures = 0
 	self.socks = socks
 
 	self.own.Resolve(socks)
@@ -114,6 +118,30 @@ func (self *watcher) tick(scope vfilter.Scope, now time.Time) []*ordereddict.Dic
 		rows = append(rows, eventRow(&ev))
 	}
 	return rows
+}
+
+// maybeFallBack moves an auto watcher from netlink to /proc/net when
+// netlink keeps failing mid-stream (the kernel refused the socket family,
+// a security module changed its mind): the tracker keeps its state, so the
+// switch itself reports nothing.
+func (self *watcher) maybeFallBack(scope vfilter.Scope) {
+	const maxFailures = 3
+	if self.opts.backend != "auto" || self.failures < maxFailures ||
+		self.col.Name() != "netlink" {
+		return
+	}
+	col, err := collector.New("procfs")
+	if err != nil {
+		return
+	}
+	self.col.Close()
+	self.col = col
+	self.failures = 0
+	if socks, err := col.Collect(self.opts.kinds, self.socks[:0]); err == nil {
+		self.track.Rebase(socks)
+	}
+	scope.Log("%s: netlink failed %d times in a row, using /proc/net from now on",
+		pluginName, maxFailures)
 }
 
 // eventRow is the row of DESIGN.md: netstat()'s columns, so existing queries

@@ -372,3 +372,31 @@ func (t *Tracker) direction(s *collector.Socket) Direction {
 	}
 	return Outbound
 }
+
+// Rebase re-keys the tracked connections by the identities of a snapshot
+// from another source (netlink gives cookies, /proc/net only inodes), so
+// that switching collectors mid-stream reports nothing by itself. A
+// connection is matched by inode, or by its tuple when it has none.
+func (t *Tracker) Rebase(socks []collector.Socket) {
+	byInode := make(map[uint64]*Conn)
+	byTuple := make(map[tuple]*Conn)
+	t.conns.each(func(c *Conn) {
+		if c.Socket.Inode != 0 {
+			byInode[c.Socket.Inode] = c
+		} else {
+			byTuple[tupleOf(&c.Socket)] = c
+		}
+	})
+	for i := range socks {
+		s := &socks[i]
+		c, ok := byInode[s.Inode]
+		if s.Inode == 0 || !ok {
+			if c, ok = byTuple[tupleOf(s)]; !ok {
+				continue
+			}
+		}
+		t.conns.del(c.key)
+		c.key = keyOf(s)
+		t.conns.put(c.key, c)
+	}
+}

@@ -265,3 +265,25 @@ func TestTrackerAcceptQueueProcfs(t *testing.T) {
 		t.Errorf("got %q want %q", got, want)
 	}
 }
+
+// Moving from netlink (cookies) to /proc/net (inodes) mid-stream reports
+// nothing for the sockets that are still there.
+func TestTrackerRebase(t *testing.T) {
+	tr := New(Options{})
+	tr.Update(t0, snap())
+	tr.Update(t0.Add(time.Second), snap(
+		"tcp 127.0.0.1:40000 127.0.0.1:80 ESTAB cookie=2 inode=20 pid=100",
+		"tcp 127.0.0.1:40001 127.0.0.1:80 TIME_WAIT cookie=3"))
+	procfs := snap(
+		"tcp 127.0.0.1:40000 127.0.0.1:80 ESTAB inode=20 pid=100",
+		"tcp 127.0.0.1:40001 127.0.0.1:80 TIME_WAIT")
+	tr.Rebase(procfs)
+	if got := render(tr.Update(t0.Add(2*time.Second), procfs)); got != nil {
+		t.Errorf("after rebase: %q", got)
+	}
+	got := render(tr.Update(t0.Add(3*time.Second), snap()))
+	want := []string{"removed 40000 pid=100 ESTAB outbound dur=2s"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("got %q want %q", got, want)
+	}
+}
