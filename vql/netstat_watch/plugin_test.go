@@ -33,6 +33,8 @@ func TestMain(m *testing.M) {
 		helperUDP(os.Args[1], os.Args[2])
 	case "watch":
 		helperWatch(os.Args[1])
+	case "churn":
+		helperChurn(os.Args[1], os.Args[2])
 	default:
 		os.Exit(m.Run())
 	}

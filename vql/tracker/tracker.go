@@ -171,7 +171,7 @@ type listenKey struct {
 }
 
 // Update diffs a complete snapshot taken at now against the previous one and
-// returns the events, Removed first. The slice is reused by the next call.
+// returns the events in order of first sight. The slice is reused by the next call.
 func (t *Tracker) Update(now time.Time, socks []collector.Socket) []Event {
 	t.gen++
 	t.events = t.events[:0]
@@ -263,12 +263,15 @@ func (t *Tracker) Update(now time.Time, socks []collector.Socket) []Event {
 		}
 	}
 
+	// In order of first sight, so that the connection a reused tuple had
+	// before ends before the new one starts, and a connection's added row
+	// always precedes its removed row.
 	sort.SliceStable(t.events, func(i, j int) bool {
 		a, b := &t.events[i], &t.events[j]
-		if a.Diff != b.Diff {
-			return a.Diff == Removed
+		if a.Conn.ID != b.Conn.ID {
+			return a.Conn.ID < b.Conn.ID
 		}
-		return a.Conn.ID < b.Conn.ID
+		return a.Diff < b.Diff
 	})
 	return t.events
 }

@@ -165,7 +165,7 @@ func TestTracker(t *testing.T) {
 		opts: Options{HoldTicks: 3},
 		ticks: [][]collector.Socket{snap(),
 			snap("tcp 127.0.0.1:40000 127.0.0.1:80 ESTAB cookie=2 inode=20"), snap()},
-		want: [][]string{nil, nil, {"removed 40000 pid=-1 ESTAB outbound dur=1s", "added 40000 pid=-1 ESTAB outbound"}},
+		want: [][]string{nil, nil, {"added 40000 pid=-1 ESTAB outbound", "removed 40000 pid=-1 ESTAB outbound dur=1s"}},
 	}, {
 		name: "windows: tuple+pid identity, TIME_WAIT owner 0",
 		ticks: [][]collector.Socket{snap(),
