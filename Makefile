@@ -26,7 +26,7 @@ ASSETS     := $(STAGE)/artifacts/assets/ab0x.go
 
 PACK       := $(BUILD)/netwatch-artifacts.zip
 
-.PHONY: all windows pack stage test unit fuzz golden cross vet run run-fresh bench bench-quick test-browser soak clean distclean
+.PHONY: all windows darwin wine-smoke pack stage test unit fuzz golden cross vet run run-fresh bench bench-quick test-browser soak clean distclean
 
 all: $(BINARY)
 
@@ -60,6 +60,16 @@ $(PACK): $(wildcard artifacts/*.yaml)
 	cd artifacts && zip -q -X ../$@ *.yaml
 	@echo "wrote $@"
 
+darwin: $(BUILD)/velociraptor-darwin-arm64 $(BUILD)/velociraptor-darwin-amd64
+
+$(BUILD)/velociraptor-darwin-%: $(ASSETS) $(GO_SOURCES)
+	CGO_ENABLED=0 GOOS=darwin GOARCH=$* $(GO) build -tags "$(TAGS_CROSS)" -o $@ ./$(STAGE)/bin
+
+# Runs the Windows binary under Debian's wine against a loopback connection
+# (installs wine64 and mingw if missing; about 2 minutes cold).
+wine-smoke: $(BUILD)/velociraptor.exe
+	tools/wine/smoke.sh $(abspath $(BUILD)/velociraptor.exe)
+
 # --- tests -----------------------------------------------------------------
 
 test: vet unit fuzz cross golden
@@ -83,6 +93,7 @@ fuzz: $(ASSETS)
 cross: $(ASSETS)
 	GOOS=windows $(GO) vet ./vql/...
 	GOOS=darwin $(GO) vet ./vql/...
+	GOOS=freebsd $(GO) vet ./vql/...
 
 # A minute of churn at 2,000 connections a second, then memory must come
 # back down once the TIME_WAIT remnants expire (about 3 minutes in all).
@@ -113,7 +124,7 @@ bench-quick: $(BINARY)
 	$(GO) run ./tools/bench -binary $(BINARY) -quick -out $(BUILD)/bench-quick
 
 clean:
-	rm -f $(BINARY) $(BUILD)/velociraptor.exe
+	rm -f $(BINARY) $(BUILD)/velociraptor.exe $(BUILD)/velociraptor-darwin-*
 
 distclean:
 	rm -rf $(BUILD) go.work go.work.sum

@@ -1,4 +1,4 @@
-//go:build !linux
+//go:build !linux && !windows && !darwin
 
 package collector
 
@@ -11,10 +11,10 @@ import (
 	psnet "github.com/shirou/gopsutil/v4/net"
 )
 
-// portable asks gopsutil for the socket table. It is the stand-in on every
-// OS without a native collector yet: on Windows gopsutil calls
-// GetExtendedTcpTable / GetExtendedUdpTable (owner PIDs included, no
-// per-process walk); elsewhere it may be slower.
+// portable asks gopsutil for the socket table. It is the stand-in on the
+// OSes without a native collector (Linux, Windows and macOS have one): the
+// BSDs, Solaris, AIX. It is untested there, and gopsutil may shell out or
+// walk every process to answer, so it may be slow.
 type portable struct{}
 
 // New returns the collector for this OS. backend is accepted for
