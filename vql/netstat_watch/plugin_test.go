@@ -378,7 +378,9 @@ func TestCancelStopsPromptly(t *testing.T) {
 		t.Skip("fd accounting via /proc")
 	}
 	baseG, baseFD := runtime.NumGoroutine(), openFDs(t)
-	for _, period := range []float64{0.05, 1} {
+	// A long period shows the plugin does not wait for its next tick; the
+	// bound leaves room for a loaded machine.
+	for _, period := range []float64{0.05, 5} {
 		ctx, cancel := context.WithCancel(context.Background())
 		rows, _ := watch(t, ctx, "SELECT * FROM netstat_watch(period="+strconv.FormatFloat(period, 'f', -1, 64)+")")
 		time.Sleep(200 * time.Millisecond)
@@ -386,7 +388,7 @@ func TestCancelStopsPromptly(t *testing.T) {
 		start := time.Now()
 		for range rows {
 		}
-		if el := time.Since(start); el > time.Duration(period*float64(time.Second))+100*time.Millisecond {
+		if el := time.Since(start); el > time.Second {
 			t.Errorf("period %v: plugin took %v to stop after cancel", period, el)
 		}
 	}

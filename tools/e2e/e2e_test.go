@@ -1,0 +1,701 @@
+// Package e2e is the end-to-end test: the custom binary as a real
+// deployment (server + client, `velociraptor gui` mode) in a temporary
+// folder on free loopback ports, monitoring configured through the API, a
+// real webhook receiver, and real connections from child processes.
+//
+// It needs the built binary: `make test` sets NETWATCH_BINARY; by hand,
+//
+//	NETWATCH_BINARY=$PWD/build/velociraptor go test -v ./tools/e2e
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/netwatch-dfir/netwatch/tools/deploy"
+	"github.com/netwatch-dfir/netwatch/tools/webhook"
+)
+
+// childEnv makes the test binary act as the connecting child process: see
+// TestMain and runChild.
+const childEnv = "NETWATCH_E2E_CHILD"
+
+// The alert and the IOC the test configures.
+const (
+	iocCIDR        = "127.0.0.0/31" // holds 127.0.0.1, not 127.0.0.3
+	iocDescription = "netwatch e2e: loopback stands in for a C2 server"
+)
+
+// serverArtifact is the alert artifact under test.
+const serverArtifact = deploy.ServerArtifact
+
+func TestMain(m *testing.M) {
+	if spec := os.Getenv(childEnv); spec != "" {
+		os.Exit(runChild(spec))
+	}
+	os.Exit(m.Run())
+}
+
+// runChild connects to ADDR, prints its local address, holds the
+// connection for HOLD milliseconds and closes it. spec is "ADDR HOLD".
+func runChild(spec string) int {
+	f := strings.Fields(spec)
+	if len(f) != 2 {
+		fmt.Fprintln(os.Stderr, "child: bad spec", spec)
+		return 2
+	}
+	hold, _ := strconv.Atoi(f[1])
+	c, err := net.DialTimeout("tcp", f[0], 5*time.Second)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "child:", err)
+		return 1
+	}
+	fmt.Printf("LADDR %s\n", c.LocalAddr())
+	time.Sleep(time.Duration(hold) * time.Millisecond)
+	c.Close()
+	return 0
+}
+
+// conn is one connection made by a child process.
+type conn struct {
+	pid       int
+	localPort int
+	raddr     string
+	started   time.Time
+}
+
+// connector starts children and keeps track of them, so that the test can
+// check none is left.
+type connector struct {
+	t    *testing.T
+	exe  string
+	mu   sync.Mutex
+	wg   sync.WaitGroup
+	pids []int
+}
+
+// connect starts a child that connects to addr and holds the connection
+// for hold; it returns once the child is connected.
+func (c *connector) connect(ctx context.Context, addr string, hold time.Duration) conn {
+	c.t.Helper()
+	cmd := exec.CommandContext(ctx, c.exe)
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %d", childEnv, addr, hold.Milliseconds()))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	started := time.Now()
+	if err := cmd.Start(); err != nil {
+		c.t.Fatalf("starting child: %v", err)
+	}
+	c.mu.Lock()
+	c.pids = append(c.pids, cmd.Process.Pid)
+	c.mu.Unlock()
+
+	line := make([]byte, 0, 64)
+	buf := make([]byte, 1)
+	for {
+		n, err := out.Read(buf)
+		if n == 1 {
+			if buf[0] == '\n' {
+				break
+			}
+			line = append(line, buf[0])
+		}
+		if err != nil {
+			_ = cmd.Wait()
+			c.t.Fatalf("child connecting to %s: %v: %s", addr, err, stderr.String())
+		}
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		_, _ = io.Copy(io.Discard, out)
+		if err := cmd.Wait(); err != nil && ctx.Err() == nil {
+			c.t.Errorf("child connecting to %s: %v: %s", addr, err, stderr.String())
+		}
+	}()
+	_, port, err := net.SplitHostPort(strings.TrimPrefix(string(line), "LADDR "))
+	if err != nil {
+		c.t.Fatalf("child output %q: %v", line, err)
+	}
+	lp, _ := strconv.Atoi(port)
+	return conn{pid: cmd.Process.Pid, localPort: lp, raddr: addr, started: started}
+}
+
+// listener accepts connections on addr and holds each until its peer
+// closes it.
+type listener struct {
+	net.Listener
+	port int
+	wg   sync.WaitGroup
+}
+
+func listen(t *testing.T, host string) *listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		t.Fatalf("listen on %s: %v", host, err)
+	}
+	l := &listener{Listener: ln, port: ln.Addr().(*net.TCPAddr).Port}
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			l.wg.Add(1)
+			go func() {
+				defer l.wg.Done()
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(15 * time.Second))
+				_, _ = io.Copy(io.Discard, c)
+			}()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); l.wg.Wait() })
+	return l
+}
+
+func (l *listener) addr() string { return l.Addr().String() }
+
+// within runs f with a context bounded by d (and the test's).
+func within(ctx context.Context, d time.Duration, f func(ctx context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	return f(ctx)
+}
+
+func TestEndToEnd(t *testing.T) {
+	binary := os.Getenv("NETWATCH_BINARY")
+	if binary == "" {
+		t.Skip("NETWATCH_BINARY is not set: run through `make test`, or " +
+			"NETWATCH_BINARY=$PWD/build/velociraptor go test ./tools/e2e")
+	}
+	if runtime.GOOS != "linux" {
+		t.Skip("the end-to-end test runs on Linux (netstat_watch's netlink collector)")
+	}
+	if _, err := os.Stat(binary); err != nil {
+		t.Fatalf("NETWATCH_BINARY: %v", err)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	processName := filepath.Base(exe)
+	if len(processName) > 15 { // the kernel's comm
+		processName = processName[:15]
+	}
+	testStart := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+
+	children := &connector{t: t, exe: exe}
+	hook, err := webhook.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hook.OnAlert = func(a webhook.Alert) { t.Logf("webhook: %s", strings.TrimSpace(a.Text)) }
+
+	alertLn := listen(t, "127.0.0.1")    // the port the alert filters for
+	canaryLn := listen(t, "127.0.0.1")   // also in the filter: readiness probe
+	excludedLn := listen(t, "127.0.0.1") // not in the filter
+	iocLn := listen(t, "127.0.0.1")      // IOC phase: inside the IOC CIDR
+	outsideLn := listen(t, "127.0.0.3")  // IOC phase: outside it
+
+	dir := t.TempDir()
+	var d *deploy.Deployment
+	err = within(ctx, 2*time.Minute, func(ctx context.Context) error {
+		var err error
+		d, err = deploy.Start(ctx, deploy.Options{Binary: binary, Dir: dir})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	stopAll := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		d.Stop()
+		hook.Close()
+		children.wg.Wait()
+	}
+	t.Cleanup(stopAll)
+	defer func() {
+		if t.Failed() {
+			t.Logf("last lines of %s:\n%s", d.LogPath, d.LogTail(15))
+		}
+	}()
+	t.Logf("deployment up in %v: GUI %s, ports %+v", time.Since(testStart).Round(time.Millisecond), d.GUIURL, d.Ports)
+
+	var client deploy.Client
+	if err := within(ctx, 90*time.Second, func(ctx context.Context) error {
+		var err error
+		client, err = d.WaitClient(ctx)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("client %s (%s) enrolled after %v", client.ID, client.Fqdn, time.Since(testStart).Round(time.Millisecond))
+
+	// ---- monitoring, configured through the API ------------------------
+	// All test traffic is loopback, which the client artifact drops by
+	// default. Only outbound TCP: the test's own accepted sockets and the
+	// UDP of other processes stay out; a 0.1 s period sees a 0.5 s
+	// connection several times over.
+	clientParams := map[string]string{
+		"ExcludeLoopback": "N",
+		"OnlyOutbound":    "Y",
+		"Kinds":           `["tcp"]`,
+		"Period":          "0.1",
+	}
+	if err := d.SetClientMonitoring(ctx, deploy.ClientArtifact, clientParams); err != nil {
+		t.Fatal(err)
+	}
+	// DedupSeconds and RateLimit 0: every matching connection alerts once,
+	// so "exactly one webhook" is the tracker's doing, not the dedup's.
+	portParams := map[string]string{
+		"WebHook":         hook.URL(),
+		"WebHookFormat":   "json",
+		"RemotePortRegex": fmt.Sprintf("^(%d|%d)$", alertLn.port, canaryLn.port),
+		"DedupSeconds":    "0",
+		"RateLimit":       "0",
+	}
+	if err := d.SetServerMonitoring(ctx, serverArtifact, portParams); err != nil {
+		t.Fatal(err)
+	}
+
+	// The client picks up its new event table and the server starts the
+	// alert query asynchronously: probe with canary connections until one
+	// alerts, which proves the whole path live.
+	canary := waitLive(ctx, t, children, hook, canaryLn.addr(), func(a webhook.Alert) bool {
+		return a.Raddr.Port == canaryLn.port
+	})
+	t.Logf("alert path live after %v (canary pid %d)", time.Since(testStart).Round(time.Millisecond), canary.pid)
+
+	// ---- 1. a connection to the filtered port: exactly one webhook --------
+	first := children.connect(ctx, alertLn.addr(), 500*time.Millisecond)
+	t.Logf("first connection: pid %d, 127.0.0.1:%d -> %s", first.pid, first.localPort, first.raddr)
+	var got webhook.Alert
+	if err := within(ctx, 45*time.Second, func(ctx context.Context) error {
+		var err error
+		got, err = hook.Wait(ctx, func(a webhook.Alert) bool {
+			return a.Raddr.Port == alertLn.port && a.Process.Pid == first.pid
+		})
+		return err
+	}); err != nil {
+		t.Fatalf("no webhook for the connection to port %d (pid %d): %v; received: %s",
+			alertLn.port, first.pid, err, summarize(hook.Alerts()))
+	}
+	t.Logf("webhook for the first connection %v after it opened", got.Received.Sub(first.started).Round(time.Millisecond))
+	checkAlert(t, got, client, first, processName)
+
+	// ---- 2. a connection to an excluded port: no webhook ---------------
+	// Then a marker connection to the filtered port: the server handles a
+	// client's events in order, so once the marker's webhook is here, the
+	// excluded connection's would be too.
+	excluded := children.connect(ctx, excludedLn.addr(), 500*time.Millisecond)
+	marker := children.connect(ctx, alertLn.addr(), 300*time.Millisecond)
+	if err := within(ctx, 45*time.Second, func(ctx context.Context) error {
+		_, err := hook.Wait(ctx, func(a webhook.Alert) bool { return a.Process.Pid == marker.pid })
+		return err
+	}); err != nil {
+		t.Fatalf("no webhook for the marker connection (pid %d): %v", marker.pid, err)
+	}
+	if bad := hook.Matching(func(a webhook.Alert) bool {
+		return a.Raddr.Port == excludedLn.port || a.Process.Pid == excluded.pid
+	}); len(bad) > 0 {
+		t.Errorf("connection to the excluded port %d alerted: %s", excludedLn.port, summarize(bad))
+	}
+	if n := hook.Matching(func(a webhook.Alert) bool { return a.Process.Pid == first.pid }); len(n) != 1 {
+		t.Errorf("first connection: %d webhooks, want exactly 1: %s", len(n), summarize(n))
+	}
+
+	// ---- 3. the client's monitoring results hold both rows ---------------
+	from, to := first.started.Add(-2*time.Second), time.Now().Add(2*time.Second)
+	rows := waitRows(ctx, t, d, client.ID, from, func(rows []deploy.Row) bool {
+		return len(filterRows(rows, first.pid, alertLn.port, "added")) > 0 &&
+			len(filterRows(rows, first.pid, alertLn.port, "removed")) > 0 &&
+			len(filterRows(rows, excluded.pid, excludedLn.port, "added")) > 0
+	})
+	checkRows(t, rows, first, alertLn.port, processName)
+
+	// ---- 4. threat hunting: the raw events of a time range, as CSV and JSON
+	to = time.Now().Add(time.Second)
+	checkHuntDownloads(ctx, t, d, client.ID, from, to, first, alertLn.port)
+
+	// ---- 5. an IOC list alert --------------------------------------------
+	iocParams := map[string]string{
+		"WebHook":       hook.URL(),
+		"WebHookFormat": "json",
+		"IOCs":          fmt.Sprintf("Network,Description\n%s,%s\n", iocCIDR, iocDescription),
+		// Only the test's children: other loopback traffic on this host
+		// (e.g. other test packages running now) must not flood it.
+		"ProcessNameRegex": "^" + strings.ReplaceAll(processName, ".", `\.`) + "$",
+		"DedupSeconds":     "0",
+		"RateLimit":        "0",
+	}
+	if err := d.SetServerMonitoring(ctx, serverArtifact, iocParams); err != nil {
+		t.Fatal(err)
+	}
+	iocConn := waitLive(ctx, t, children, hook, iocLn.addr(), func(a webhook.Alert) bool {
+		return a.Raddr.Port == iocLn.port && a.IOC != nil
+	})
+	iocAlert := hook.Matching(func(a webhook.Alert) bool { return a.Process.Pid == iocConn.pid })
+	if len(iocAlert) != 1 {
+		t.Fatalf("IOC connection pid %d: %d webhooks, want 1", iocConn.pid, len(iocAlert))
+	}
+	a := iocAlert[0]
+	if a.IOC.Network != iocCIDR || a.IOC.Description != iocDescription {
+		t.Errorf("IOC alert names IOC %+v, want %s %q", *a.IOC, iocCIDR, iocDescription)
+	}
+	if !strings.Contains(a.Message, iocDescription) {
+		t.Errorf("IOC alert message %q lacks the IOC's description", a.Message)
+	}
+	if a.Fqdn != client.Fqdn || a.Process.Name != processName {
+		t.Errorf("IOC alert: Fqdn %q, process %q; want %q, %q", a.Fqdn, a.Process.Name, client.Fqdn, processName)
+	}
+	// A loopback address outside the CIDR does not alert.
+	outside := children.connect(ctx, outsideLn.addr(), 300*time.Millisecond)
+	iocMarker := children.connect(ctx, iocLn.addr(), 300*time.Millisecond)
+	if err := within(ctx, 45*time.Second, func(ctx context.Context) error {
+		_, err := hook.Wait(ctx, func(a webhook.Alert) bool { return a.Process.Pid == iocMarker.pid })
+		return err
+	}); err != nil {
+		t.Fatalf("no webhook for the IOC marker connection (pid %d): %v", iocMarker.pid, err)
+	}
+	if bad := hook.Matching(func(a webhook.Alert) bool {
+		return a.Process.Pid == outside.pid || a.Raddr.IP == "127.0.0.3"
+	}); len(bad) > 0 {
+		t.Errorf("connection to 127.0.0.3 (outside %s) alerted: %s", iocCIDR, summarize(bad))
+	}
+
+	// ---- 6. everything stopped, nothing left behind ----------------------
+	vrPid := d.Pid()
+	stopAll()
+	checkNothingLeft(t, vrPid, dir, d.Ports, children)
+	t.Logf("end-to-end test done in %v", time.Since(testStart).Round(time.Millisecond))
+}
+
+// waitLive makes connections to addr (one every few seconds, bounded)
+// until one of them alerts, and returns that one.
+func waitLive(ctx context.Context, t *testing.T, children *connector, hook *webhook.Receiver,
+	addr string, match func(webhook.Alert) bool) conn {
+	t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	tried := map[int]conn{}
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		c := children.connect(ctx, addr, 300*time.Millisecond)
+		tried[c.pid] = c
+		var got webhook.Alert
+		err := within(ctx, 5*time.Second, func(ctx context.Context) error {
+			var err error
+			got, err = hook.Wait(ctx, func(a webhook.Alert) bool {
+				_, ours := tried[a.Process.Pid]
+				return ours && match(a)
+			})
+			return err
+		})
+		if err == nil {
+			return tried[got.Process.Pid]
+		}
+	}
+	t.Fatalf("no alert for connections to %s after %d attempts; webhooks received: %s",
+		addr, len(tried), summarize(hook.Alerts()))
+	return conn{}
+}
+
+func checkAlert(t *testing.T, a webhook.Alert, client deploy.Client, c conn, processName string) {
+	t.Helper()
+	if a.Artifact != serverArtifact {
+		t.Errorf("webhook Artifact %q, want %q", a.Artifact, serverArtifact)
+	}
+	if a.ClientId != client.ID {
+		t.Errorf("webhook ClientId %q, want %q", a.ClientId, client.ID)
+	}
+	if a.Fqdn != client.Fqdn || a.Fqdn == "" {
+		t.Errorf("webhook Fqdn %q, want the client's FQDN %q", a.Fqdn, client.Fqdn)
+	}
+	if a.Process.Pid != c.pid || a.Process.Name != processName {
+		t.Errorf("webhook process %q pid %d, want %q pid %d", a.Process.Name, a.Process.Pid, processName, c.pid)
+	}
+	if _, port, _ := net.SplitHostPort(c.raddr); strconv.Itoa(a.Raddr.Port) != port {
+		t.Errorf("webhook remote port %d, want %s", a.Raddr.Port, port)
+	}
+	if a.Laddr.Port != c.localPort {
+		t.Errorf("webhook local port %d, want the child's %d", a.Laddr.Port, c.localPort)
+	}
+	if a.Diff != "added" || a.Direction != "outbound" {
+		t.Errorf("webhook Diff %q Direction %q, want added outbound", a.Diff, a.Direction)
+	}
+	for _, want := range []string{processName, strconv.Itoa(a.Raddr.Port), client.Fqdn} {
+		if !strings.Contains(a.Message, want) {
+			t.Errorf("webhook message %q does not name %q", a.Message, want)
+		}
+	}
+}
+
+// waitRows polls the client's monitoring results from `from` on until ok.
+func waitRows(ctx context.Context, t *testing.T, d *deploy.Deployment, clientID string,
+	from time.Time, ok func([]deploy.Row) bool) []deploy.Row {
+	t.Helper()
+	var rows []deploy.Row
+	var err error
+	deadline := time.Now().Add(45 * time.Second)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		rows, err = d.Query(ctx, `
+SELECT * FROM source(client_id=NetwatchClient, artifact=NetwatchArtifact,
+                     start_time=int(int=NetwatchFrom), end_time=now() + 60)`,
+			map[string]string{"NetwatchClient": clientID, "NetwatchArtifact": deploy.ClientArtifact,
+				"NetwatchFrom": strconv.FormatInt(from.Unix(), 10)})
+		if err == nil && ok(rows) {
+			return rows
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	t.Fatalf("monitoring results incomplete after 45 s (%d rows, err %v)", len(rows), err)
+	return nil
+}
+
+func filterRows(rows []deploy.Row, pid, rport int, diff string) []deploy.Row {
+	var out []deploy.Row
+	for _, r := range rows {
+		raddr, _ := r["Raddr"].(map[string]any)
+		if num(r["Pid"]) == pid && num(raddr["Port"]) == rport && r["Diff"] == diff {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func checkRows(t *testing.T, rows []deploy.Row, c conn, port int, processName string) {
+	t.Helper()
+	added := filterRows(rows, c.pid, port, "added")
+	removed := filterRows(rows, c.pid, port, "removed")
+	if len(added) != 1 || len(removed) != 1 {
+		t.Fatalf("monitoring rows of pid %d -> port %d: %d added, %d removed; want 1 and 1",
+			c.pid, port, len(added), len(removed))
+	}
+	for _, r := range []deploy.Row{added[0], removed[0]} {
+		info, _ := r["ProcInfo"].(map[string]any)
+		data, _ := info["Data"].(map[string]any)
+		if num(data["Pid"]) != c.pid || data["Name"] != processName {
+			t.Errorf("%s row ProcInfo %v, want pid %d name %q", r["Diff"], info, c.pid, processName)
+		}
+		laddr, _ := r["Laddr"].(map[string]any)
+		if num(laddr["Port"]) != c.localPort {
+			t.Errorf("%s row Laddr %v, want port %d", r["Diff"], laddr, c.localPort)
+		}
+	}
+	if d, ok := removed[0]["Duration"].(float64); !ok || d < 0.3 || d > 5 {
+		t.Errorf("removed row Duration %v, want about 0.5 s", removed[0]["Duration"])
+	}
+	if added[0]["ConnId"] != removed[0]["ConnId"] {
+		t.Errorf("added ConnId %v != removed ConnId %v", added[0]["ConnId"], removed[0]["ConnId"])
+	}
+}
+
+// checkHuntDownloads is the threat-hunting path: the client artifact ran
+// for a while; the raw events of a time range are downloaded as CSV and as
+// JSON the way the README's GUI steps do it (a notebook cell with
+// source(start_time, end_time), then the table's download buttons), here
+// through the API and the GUI's download endpoint.
+func checkHuntDownloads(ctx context.Context, t *testing.T, d *deploy.Deployment, clientID string,
+	from, to time.Time, c conn, port int) {
+	t.Helper()
+	vql := func(from, to time.Time) string {
+		return fmt.Sprintf(`SELECT * FROM source(client_id=%q, artifact=%q, start_time=%q, end_time=%q)`,
+			clientID, deploy.ClientArtifact, from.UTC().Format(time.RFC3339), to.UTC().Format(time.RFC3339))
+	}
+	table, err := d.Notebook(ctx, "netwatch e2e: threat hunting", vql(from, to))
+	if err != nil {
+		t.Fatalf("notebook: %v", err)
+	}
+
+	// CSV. Velociraptor's CSV writer starts a new header line when the
+	// columns change, so records are read against the latest header.
+	out, err := table.Download(ctx, "csv")
+	if err != nil {
+		t.Fatalf("CSV download: %v", err)
+	}
+	r := csv.NewReader(bytes.NewReader(out))
+	r.FieldsPerRecord = -1
+	recs, err := r.ReadAll()
+	if err != nil || len(recs) < 2 {
+		t.Fatalf("CSV download: %d records, %v:\n%.500s", len(recs), err, out)
+	}
+	var col map[string]int
+	headers, csvRows := 0, 0
+	seen := map[string]bool{}
+	portRe := regexp.MustCompile(fmt.Sprintf(`"Port":\s*%d\b`, port))
+	for _, rec := range recs {
+		if len(rec) > 0 && rec[0] == "Diff" {
+			col = map[string]int{}
+			for i, h := range rec {
+				col[h] = i
+			}
+			headers++
+			continue
+		}
+		if col == nil || len(rec) != len(col) {
+			t.Fatalf("CSV download: record %q does not match header %v", rec, col)
+		}
+		csvRows++
+		if rec[col["Pid"]] == strconv.Itoa(c.pid) && portRe.MatchString(rec[col["Raddr"]]) {
+			seen[rec[col["Diff"]]] = true
+		}
+	}
+	for _, h := range []string{"Diff", "Timestamp", "Pid", "Laddr", "Raddr", "ProcInfo", "Direction"} {
+		if _, ok := col[h]; !ok {
+			t.Fatalf("CSV download lacks column %s: %v", h, col)
+		}
+	}
+	if !seen["added"] || !seen["removed"] {
+		t.Errorf("CSV download of %v..%v lacks the connection's rows (seen %v):\n%.1000s", from, to, seen, out)
+	}
+
+	// JSON: one object per line.
+	out, err = table.Download(ctx, "json")
+	if err != nil {
+		t.Fatalf("JSON download: %v", err)
+	}
+	rows := parseJSONL(t, out)
+	if len(filterRows(rows, c.pid, port, "added")) != 1 || len(filterRows(rows, c.pid, port, "removed")) != 1 {
+		t.Errorf("JSON download of %v..%v lacks the connection's rows (%d rows)", from, to, len(rows))
+	}
+	if len(rows) != csvRows {
+		t.Errorf("JSON download has %d rows, CSV %d", len(rows), csvRows)
+	}
+
+	// A range that ends before the connection was made holds none of it.
+	early, err := d.Notebook(ctx, "netwatch e2e: earlier range", vql(from.Add(-time.Hour), c.started.Add(-2*time.Second)))
+	if err != nil {
+		t.Fatalf("notebook: %v", err)
+	}
+	out, err = early.Download(ctx, "json")
+	if err != nil {
+		t.Fatalf("JSON download of an earlier range: %v", err)
+	}
+	for _, r := range parseJSONL(t, out) {
+		if num(r["Pid"]) == c.pid {
+			t.Errorf("a range ending before the connection holds its row: %v", r)
+		}
+	}
+	t.Logf("threat hunting: notebook %s: %d CSV rows (%d header lines), %d JSON rows for %s..%s",
+		table.NotebookID, csvRows, headers, len(rows), from.Format(time.TimeOnly), to.Format(time.TimeOnly))
+}
+
+func parseJSONL(t *testing.T, b []byte) []deploy.Row {
+	t.Helper()
+	var rows []deploy.Row
+	dec := json.NewDecoder(bytes.NewReader(b))
+	for dec.More() {
+		var r deploy.Row
+		if err := dec.Decode(&r); err != nil {
+			t.Fatalf("JSON download: %v", err)
+		}
+		rows = append(rows, r)
+	}
+	return rows
+}
+
+// checkNothingLeft: velociraptor and every child are gone, its ports are
+// free and no process refers to the datastore.
+func checkNothingLeft(t *testing.T, vrPid int, dir string, ports deploy.Ports, children *connector) {
+	t.Helper()
+	if vrPid > 0 && syscall.Kill(vrPid, 0) == nil {
+		t.Errorf("velociraptor (pid %d) still running after Stop", vrPid)
+	}
+	children.mu.Lock()
+	pids := append([]int(nil), children.pids...)
+	children.mu.Unlock()
+	for _, pid := range pids {
+		if syscall.Kill(pid, 0) == nil {
+			t.Errorf("child pid %d still running", pid)
+		}
+	}
+	self := os.Getpid()
+	procs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, p := range procs {
+		pid, _ := strconv.Atoi(filepath.Base(p))
+		if pid == self {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join(p, "stat"))
+		if err != nil {
+			continue
+		}
+		// ppid is the 2nd field after the parenthesised comm.
+		if i := bytes.LastIndexByte(stat, ')'); i > 0 {
+			f := strings.Fields(string(stat[i+1:]))
+			if len(f) > 1 && f[1] == strconv.Itoa(self) {
+				cmd, _ := os.ReadFile(filepath.Join(p, "cmdline"))
+				t.Errorf("process %d (%s) started by the test is still there", pid, bytes.ReplaceAll(cmd, []byte{0}, []byte{' '}))
+			}
+		}
+		if cmd, err := os.ReadFile(filepath.Join(p, "cmdline")); err == nil && bytes.Contains(cmd, []byte(dir)) {
+			t.Errorf("process %d still refers to %s: %s", pid, dir, bytes.ReplaceAll(cmd, []byte{0}, []byte{' '}))
+		}
+	}
+	for name, port := range map[string]int{"frontend": ports.Frontend, "API": ports.API, "GUI": ports.GUI, "monitoring": ports.Monitoring} {
+		if !deploy.PortFree(port) {
+			t.Errorf("%s port %d still in use after Stop", name, port)
+		}
+	}
+}
+
+func summarize(alerts []webhook.Alert) string {
+	if len(alerts) == 0 {
+		return "none"
+	}
+	var parts []string
+	for _, a := range alerts {
+		parts = append(parts, fmt.Sprintf("[pid %d %s -> %s: %s]", a.Process.Pid, a.Process.Name, a.Raddr, a.Text))
+	}
+	return strings.Join(parts, " ")
+}
+
+func num(v any) int {
+	switch x := v.(type) {
+	case float64:
+		return int(x)
+	case int:
+		return x
+	case string:
+		n, _ := strconv.Atoi(x)
+		return n
+	}
+	return -1 << 31
+}
+
+func containsInt(list []int, v int) bool {
+	for _, x := range list {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
