@@ -4,7 +4,8 @@
 // addresses, state and the kernel's identity for it (cookie, inode), but no
 // per-process walk: finding owners is the owner package's job, done only for
 // sockets not seen before. Each platform implements Collector in its own file
-// (collector_linux.go, collector_windows.go, collector_other.go); the parsers
+// (collector_linux.go, collector_windows.go, collector_darwin.go,
+// collector_other.go); the parsers
 // behind them are pure functions over bytes so they are tested everywhere.
 package collector
 
@@ -141,7 +142,8 @@ type Socket struct {
 	Remote netip.AddrPort
 
 	// Kernel identity. Cookie is unique for the life of the kernel and
-	// survives the move to TIME_WAIT (netlink only); Inode is the socket's
+	// survives the move to TIME_WAIT (the netlink cookie on Linux, the PCB
+	// generation count on macOS); Inode is the socket's
 	// inode, 0 once no process holds the socket any more.
 	Cookie uint64
 	Inode  uint64
