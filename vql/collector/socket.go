@@ -5,8 +5,8 @@
 // per-process walk: finding owners is the owner package's job, done only for
 // sockets not seen before. Each platform implements Collector in its own file
 // (collector_linux.go, collector_windows.go, collector_darwin.go,
-// collector_other.go); the parsers
-// behind them are pure functions over bytes so they are tested everywhere.
+// collector_other.go); the parsers behind them are pure functions over bytes
+// so they are tested everywhere.
 package collector
 
 import (
