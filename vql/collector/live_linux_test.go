@@ -355,3 +355,44 @@ func TestAutoFallsBackToProcfs(t *testing.T) {
 	}
 	t.Errorf("listener on port %d not in the procfs snapshot", port)
 }
+
+// Both TCP families come from one legacy dump (one walk of the kernel's
+// connection hash), and nothing is lost or doubled by it.
+func TestNetlinkCombinedTCPDump(t *testing.T) {
+	var ports []uint16
+	for _, addr := range []string{"127.0.0.1:0", "[::1]:0"} {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Skipf("%s: %v", addr, err)
+		}
+		defer ln.Close()
+		ports = append(ports, uint16(ln.Addr().(*net.TCPAddr).Port))
+	}
+	c, err := newNetlink()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	both, err := c.Collect(TCP4|TCP6, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.noCompat {
+		t.Fatal("kernel refused the combined TCP dump")
+	}
+	v4, _ := c.Collect(TCP4, nil)
+	v6, _ := c.Collect(TCP6, nil)
+	count := func(socks []Socket) map[uint16]int {
+		m := map[uint16]int{}
+		for _, s := range socks {
+			if s.State == StateListen {
+				m[s.Local.Port()]++
+			}
+		}
+		return m
+	}
+	got, want4, want6 := count(both), count(v4), count(v6)
+	if got[ports[0]] != 1 || got[ports[1]] != 1 || want4[ports[0]] != 1 || want6[ports[1]] != 1 {
+		t.Errorf("listeners: combined %v, tcp4 %v, tcp6 %v (ports %v)", got, want4, want6, ports)
+	}
+}

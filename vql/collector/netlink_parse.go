@@ -21,6 +21,9 @@ const (
 	nlmsgOverrun = 0x4
 
 	sockDiagByFamily = 20
+	// The legacy request type that dumps TCP over IPv4 and IPv6 in one
+	// walk of the kernel's connection hash (replies carry the same type).
+	tcpDiagGetSock = 18
 
 	inetDiagMsgLen = 72 // struct inet_diag_msg
 )
@@ -61,7 +64,7 @@ func parseInetDiag(b []byte, typ uint8, seq uint32, checkSeq bool, dst []Socket)
 			continue
 		}
 		switch kind {
-		case sockDiagByFamily:
+		case sockDiagByFamily, tcpDiagGetSock:
 			s, err := parseInetDiagMsg(payload, typ)
 			if err != nil {
 				return dst, false, err
