@@ -33,6 +33,10 @@ type ConnResult struct {
 	FirstPid    int    // Pid of the first added row
 	FirstStatus string // Status of the first added row
 	FirstName   string // ProcInfo.Data.Name of the first added row
+	// Reused: a later connection of the same run got the same local port
+	// (tcp_tw_reuse=2 recycles loopback TIME_WAIT sockets after 1 s), so
+	// this one's TIME_WAIT remnant may have gone before a poll saw it.
+	Reused bool
 }
 
 // Row is the part of a netstat_watch() / diff(netstat()) row the matcher
@@ -137,11 +141,27 @@ func matchCapture(launched []Launched, lines []Arrival, listenPort int) []ConnRe
 		c.OnceRight = c.Added == 1 && c.RightName
 		out[i] = c
 	}
+	markReused(out)
 	return out
 }
 
+// markReused flags the connections whose local port a later connection of
+// the same method and run got; cs is in launch order.
+func markReused(cs []ConnResult) {
+	type runPort struct {
+		method    string
+		run, port int
+	}
+	seen := map[runPort]bool{}
+	for i := len(cs) - 1; i >= 0; i-- {
+		k := runPort{cs[i].Method, cs[i].Run, cs[i].Port}
+		cs[i].Reused = cs[i].Reused || seen[k]
+		seen[k] = true
+	}
+}
+
 type connSummary struct {
-	N, Reported, RightPid, RightName, OnceRight, Dups, Multi, Orphan int
+	N, Reported, RightPid, RightName, OnceRight, Dups, Multi, Orphan, Reused int
 }
 
 func summarizeConns(cs []ConnResult) connSummary {
@@ -166,6 +186,9 @@ func summarizeConns(cs []ConnResult) connSummary {
 		}
 		if c.OnceRight {
 			s.OnceRight++
+		}
+		if c.Reused {
+			s.Reused++
 		}
 	}
 	return s

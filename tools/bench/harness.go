@@ -818,6 +818,7 @@ func (h *harness) measureCapture(m Method, run int) (CaptureRun, []ConnResult, e
 	for i := range results {
 		results[i].Method, results[i].Run = m.Key, run
 	}
+	markReused(results)
 	return cr, results, nil
 }
 
