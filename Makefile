@@ -17,8 +17,8 @@ TAGS_LINUX := server_vql extras release yara
 TAGS_CROSS := server_vql extras release
 FUZZTIME   ?= 5s
 
-# Our Go sources (the staged tree is a separate module under build/).
-GO_SOURCES := $(shell find vql tools -name '*.go' -not -path '*/node_modules/*' 2>/dev/null) go.mod $(wildcard go.sum)
+# The Go sources compiled into the binary (tools/ are not).
+GO_SOURCES := $(shell find vql -name '*.go' 2>/dev/null) go.mod $(wildcard go.sum)
 ARTIFACTS  := $(wildcard artifacts/*.yaml) $(wildcard docs/vql/*.yaml)
 
 STAGED     := $(STAGE)/.netwatch-staged
@@ -87,7 +87,8 @@ fuzz: $(ASSETS)
 	@set -e; for pkg in $$($(GO) list ./vql/...); do \
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
 	    echo "fuzz $$pkg $$f ($(FUZZTIME))"; \
-	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg >/dev/null; \
+	    out=$$($(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg 2>&1) || \
+	      { echo "$$out"; exit 1; }; \
 	  done; \
 	done
 
