@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"math/bits"
 	"net/netip"
-	"strings"
 	"testing"
 )
 
@@ -186,25 +185,8 @@ func TestParseMibTable(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			prefix := []Socket{{Pid: 42}}
 			got, err := ParseMibTable(tc.b, tc.family, tc.typ, prefix)
-			if tc.err != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.err) {
-					t.Errorf("err = %v, want %q", err, tc.err)
-				}
-			} else if err != nil {
-				t.Errorf("err = %v", err)
-			}
-			if len(got) == 0 || got[0] != prefix[0] {
-				t.Fatalf("dst prefix lost: %+v", got)
-			}
-			got = got[1:]
-			if len(got) != len(tc.want) {
-				t.Fatalf("got %d sockets, want %d: %+v", len(got), len(tc.want), got)
-			}
-			for i := range got {
-				if got[i] != tc.want[i] {
-					t.Errorf("socket %d:\n got  %+v\n want %+v", i, got[i], tc.want[i])
-				}
-			}
+			checkErr(t, err, tc.err)
+			checkAppended(t, got, prefix, tc.want)
 		})
 	}
 }

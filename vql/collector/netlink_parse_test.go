@@ -182,18 +182,7 @@ func TestParseInetDiag(t *testing.T) {
 			if done != tc.done {
 				t.Errorf("done = %v, want %v", done, tc.done)
 			}
-			if len(got) == 0 || got[0] != prefix[0] {
-				t.Fatalf("dst prefix lost: %+v", got)
-			}
-			got = got[1:]
-			if len(got) != len(tc.want) {
-				t.Fatalf("got %d sockets, want %d: %+v", len(got), len(tc.want), got)
-			}
-			for i := range got {
-				if got[i] != tc.want[i] {
-					t.Errorf("socket %d:\n got  %+v\n want %+v", i, got[i], tc.want[i])
-				}
-			}
+			checkAppended(t, got, prefix, tc.want)
 		})
 	}
 }

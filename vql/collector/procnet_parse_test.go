@@ -110,28 +110,11 @@ func TestParseProcNet(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			prefix := []Socket{{Pid: 42}}
 			got, skipped, err := ParseProcNet([]byte(tc.b), tc.family, SOCK_STREAM, prefix)
-			if tc.err != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.err) {
-					t.Errorf("err = %v, want %q", err, tc.err)
-				}
-			} else if err != nil {
-				t.Errorf("err = %v", err)
-			}
+			checkErr(t, err, tc.err)
 			if skipped != tc.skipped {
 				t.Errorf("skipped %d rows, want %d", skipped, tc.skipped)
 			}
-			if len(got) == 0 || got[0] != prefix[0] {
-				t.Fatalf("dst prefix lost: %+v", got)
-			}
-			got = got[1:]
-			if len(got) != len(tc.want) {
-				t.Fatalf("got %d sockets, want %d: %+v", len(got), len(tc.want), got)
-			}
-			for i := range got {
-				if got[i] != tc.want[i] {
-					t.Errorf("socket %d:\n got  %+v\n want %+v", i, got[i], tc.want[i])
-				}
-			}
+			checkAppended(t, got, prefix, tc.want)
 		})
 	}
 }
