@@ -6,11 +6,12 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/netwatch-dfir/netwatch/internal/testutil"
 )
 
 // Without root the plugin still reports every socket, with Pid -1 where the
@@ -19,25 +20,7 @@ func TestNotRoot(t *testing.T) {
 	if os.Getuid() != 0 {
 		t.Skip("needs root to run the plugin as another user")
 	}
-	// The test binary must be readable by nobody.
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	for _, d := range []string{dir, filepath.Dir(dir)} {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	bin := filepath.Join(dir, "netstat_watch.test")
-	data, err := os.ReadFile(exe)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(bin, data, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	bin := testutil.WorldReadableTestBinary(t, "netstat_watch.test")
 
 	ln, err := net.Listen("tcp4", "127.0.0.1:0") // owned by root
 	if err != nil {

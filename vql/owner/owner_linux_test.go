@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/netwatch-dfir/netwatch/internal/testutil"
 	"github.com/netwatch-dfir/netwatch/vql/collector"
 )
 
@@ -276,24 +277,7 @@ func TestResolveDenied(t *testing.T) {
 	if os.Getuid() != 0 {
 		t.Skip("needs root to run a helper as another user")
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	for _, d := range []string{dir, filepath.Dir(dir)} {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	bin := filepath.Join(dir, "owner.test")
-	data, err := os.ReadFile(exe)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(bin, data, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	bin := testutil.WorldReadableTestBinary(t, "owner.test")
 
 	ln := listen(t)
 	cmd := exec.Command(bin, "-test.run=^$")
