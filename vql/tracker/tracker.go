@@ -70,6 +70,7 @@ type Conn struct {
 	reported bool   // Added was emitted (or it was part of the baseline)
 	closed   bool   // Removed was emitted, or it was first seen closed
 	held     int    // ticks waited for an owner
+	offline  bool   // its change happened while no tracker watched (Restore)
 }
 
 // Event is one row of output.
@@ -80,6 +81,11 @@ type Event struct {
 	// Removed only: from the tick that first saw it to the tick that saw
 	// it end, so the true lifetime is within one period of it.
 	Duration time.Duration
+	// Offline: the change happened while no tracker was watching, and was
+	// found by the first snapshot after Restore: the connection opened (or
+	// ended) at some time before Time, not within a period of it. Duration
+	// is then an upper bound.
+	Offline bool
 }
 
 // Options tune a Tracker. The zero value is usable.
@@ -105,6 +111,11 @@ type Tracker struct {
 	gen     uint64
 	nextID  uint64
 	started bool
+
+	// Set by Restore, consumed by the next Update.
+	restoring bool
+	restored  []*Conn
+	covered   func(*collector.Socket) bool
 
 	listeners map[listenKey][]netip.Addr // rebuilt each snapshot
 	events    []Event
@@ -132,6 +143,7 @@ const (
 	byCookie keyKind = iota + 1
 	byInode
 	byTuple
+	byRestored // a restored connection not (yet) matched to a socket; id is its ID
 )
 
 // tuple is what identifies a connection on the wire.
@@ -177,7 +189,11 @@ func (t *Tracker) Update(now time.Time, socks []collector.Socket) []Event {
 	t.events = t.events[:0]
 	baseline := !t.started && !t.opts.EmitExisting
 	t.started = true
+	restoring := t.restoring
 	t.indexListeners(socks)
+	if restoring {
+		t.placeRestored(socks)
+	}
 
 	var fresh []int // sockets not tracked before
 	for i := range socks {
@@ -231,9 +247,9 @@ func (t *Tracker) Update(now time.Time, socks []collector.Socket) []Event {
 		}
 		t.nextID++
 		c := &Conn{ID: t.nextID, key: k, Socket: *s, Pid: s.Pid, FirstSeen: now, LastSeen: now,
-			seen: t.gen, Direction: t.direction(s)}
+			seen: t.gen, Direction: t.direction(s), offline: restoring}
 		t.conns.put(k, c)
-		if baseline {
+		if baseline || restoring && t.covered != nil && !t.covered(s) {
 			c.reported = true
 			c.closed = s.Closed()
 			continue
@@ -261,6 +277,16 @@ func (t *Tracker) Update(now time.Time, socks []collector.Socket) []Event {
 		if exp < t.gen {
 			delete(t.gone, tp)
 		}
+	}
+	if restoring {
+		// What happened offline has been reported; a socket still held for
+		// its owner keeps the mark until its Added.
+		t.restoring, t.covered = false, nil
+		t.conns.each(func(c *Conn) {
+			if c.reported {
+				c.offline = false
+			}
+		})
 	}
 
 	// In order of first sight, so that the connection a reused tuple had
@@ -324,13 +350,16 @@ func (t *Tracker) maybeAdd(now time.Time, c *Conn) {
 
 func (t *Tracker) add(now time.Time, c *Conn) {
 	c.reported = true
-	t.events = append(t.events, Event{Diff: Added, Time: now, Conn: c})
+	t.events = append(t.events, Event{Diff: Added, Time: now, Conn: c, Offline: c.offline})
+	if !t.restoring {
+		c.offline = false
+	}
 }
 
 func (t *Tracker) remove(now time.Time, c *Conn) {
 	c.closed = true
 	t.events = append(t.events, Event{Diff: Removed, Time: now, Conn: c,
-		Duration: now.Sub(c.FirstSeen)})
+		Duration: now.Sub(c.FirstSeen), Offline: c.offline})
 }
 
 func (t *Tracker) indexListeners(socks []collector.Socket) {

@@ -1,0 +1,163 @@
+package tracker
+
+import (
+	"sort"
+	"time"
+
+	"github.com/netwatch-dfir/netwatch/vql/collector"
+)
+
+// Saved is a connection as a state file keeps it across a restart of the
+// watcher: what recognises its socket again, and what its removed row says.
+type Saved struct {
+	ID        uint64
+	Socket    collector.Socket // as last seen: addresses, state and kernel identity
+	Pid       int32            // owner when reported Added
+	Direction Direction
+	FirstSeen time.Time
+	// Closed: its end was reported, or it was first seen closed. Such an
+	// entry is kept only while its remnant (TIME_WAIT) is in the table, so
+	// that the remnant is not reported as a new connection after a restart.
+	Closed bool
+	Info   any
+}
+
+// NextID is the ID the next new connection will follow: saved with the
+// connections, so that ConnId stays unique across restarts.
+func (t *Tracker) NextID() uint64 { return t.nextID }
+
+// Save appends every connection reported so far that is still in the table
+// (the baseline included; not a socket still held for its owner), in order of
+// ID, and returns dst.
+func (t *Tracker) Save(dst []Saved) []Saved {
+	start := len(dst)
+	t.conns.each(func(c *Conn) {
+		if !c.reported {
+			return
+		}
+		dst = append(dst, Saved{ID: c.ID, Socket: c.Socket, Pid: c.Pid,
+			Direction: c.Direction, FirstSeen: c.FirstSeen, Closed: c.closed, Info: c.Info})
+	})
+	out := dst[start:]
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return dst
+}
+
+// Restore resumes from connections an earlier tracker saved on the same host
+// since its last boot. Call it before the first Update, which then matches
+// them to its sockets:
+//
+//   - a saved connection whose socket is there is not reported again (and is
+//     reported Removed, Offline, if the socket is now closed);
+//   - a saved open connection with no socket is reported Removed, Offline:
+//     it ended while nobody watched; Duration runs from its saved FirstSeen;
+//   - a socket that matches nothing is reported Added, Offline: it appeared
+//     while nobody watched. Unless covered says the earlier tracker did not
+//     watch sockets like it (another kind): then it is baseline, as on a
+//     first run. covered nil covers everything.
+//
+// A socket is matched as Rebase matches: by cookie where both sides have
+// one, else by inode (and tuple) where both have one, else by tuple (and
+// owner, for open sockets). So a state saved while reading netlink
+// (cookies) is understood while reading /proc/net (inodes only) and the
+// other way round.
+//
+// nextID continues the saved ID sequence. Entries with an ID already seen
+// are skipped.
+func (t *Tracker) Restore(saved []Saved, nextID uint64, covered func(*collector.Socket) bool) {
+	t.started = true
+	t.restoring = true
+	t.covered = covered
+	t.nextID = max(t.nextID, nextID)
+	ids := make(map[uint64]bool, len(saved))
+	for i := range saved {
+		sv := &saved[i]
+		if sv.ID != 0 && ids[sv.ID] || sv.ID == 0 && !sv.Closed {
+			continue
+		}
+		ids[sv.ID] = true
+		t.nextID = max(t.nextID, sv.ID)
+		t.restored = append(t.restored, &Conn{ID: sv.ID, Socket: sv.Socket, Pid: sv.Pid,
+			Direction: sv.Direction, FirstSeen: sv.FirstSeen, LastSeen: sv.FirstSeen,
+			Info: sv.Info, reported: true, closed: sv.Closed, offline: true})
+	}
+}
+
+// placeRestored puts the restored connections in the index: under the key of
+// the socket each one matches in this snapshot, or, when none matches and it
+// is open, under a key no socket has (so Update finds it gone). A closed one
+// that matches nothing is forgotten: its remnant has expired.
+func (t *Tracker) placeRestored(socks []collector.Socket) {
+	byCookie := make(map[uint64]*Conn)
+	byInode := make(map[uint64]*Conn)
+	byTup := make(map[tuple][]*Conn)
+	for _, c := range t.restored {
+		s := &c.Socket
+		if s.Cookie != 0 {
+			byCookie[s.Cookie] = c
+		}
+		if s.Inode != 0 {
+			byInode[s.Inode] = c
+		}
+		tp := tupleOf(s)
+		byTup[tp] = append(byTup[tp], c)
+	}
+	matched := make(map[*Conn]bool)
+	for i := range socks {
+		s := &socks[i]
+		c := matchRestored(s, byCookie, byInode, byTup, matched)
+		if c == nil {
+			continue
+		}
+		k := keyOf(s)
+		if _, dup := t.conns.get(k); dup {
+			// The same identity twice in one snapshot: Update keeps the first.
+			continue
+		}
+		matched[c] = true
+		c.key = k
+		t.conns.put(k, c)
+	}
+	for _, c := range t.restored {
+		if matched[c] || c.closed {
+			continue
+		}
+		c.key = key{kind: byRestored, id: c.ID}
+		t.conns.put(c.key, c)
+	}
+	t.restored = nil
+}
+
+// matchRestored finds the restored connection a socket is, if any. A kernel
+// identity both sides have decides alone: equal cookies are the same socket,
+// different ones are not (cookies and inodes are unique within a boot).
+func matchRestored(s *collector.Socket, byCookie, byInode map[uint64]*Conn,
+	byTup map[tuple][]*Conn, matched map[*Conn]bool) *Conn {
+	tp := tupleOf(s)
+	if s.Cookie != 0 {
+		if c, ok := byCookie[s.Cookie]; ok && !matched[c] {
+			return c
+		}
+	}
+	if s.Inode != 0 {
+		if c, ok := byInode[s.Inode]; ok && !matched[c] && tupleOf(&c.Socket) == tp &&
+			(c.Socket.Cookie == 0 || s.Cookie == 0) {
+			return c
+		}
+	}
+	for _, c := range byTup[tp] {
+		cs := &c.Socket
+		switch {
+		case matched[c]:
+		case cs.Cookie != 0 && s.Cookie != 0, cs.Inode != 0 && s.Inode != 0:
+			// Decided above: another socket.
+		case c.closed && !s.Closed():
+			// A new socket on the tuple of an old one's remnant.
+		case !s.Closed() && !c.closed && c.Pid >= 0 && s.Pid >= 0 && c.Pid != s.Pid:
+			// Tuple-keyed OS: the owner is part of the identity.
+		default:
+			return c
+		}
+	}
+	return nil
+}
