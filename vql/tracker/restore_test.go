@@ -161,8 +161,8 @@ func TestTrackerRestoreCases(t *testing.T) {
 		ticks: [][]collector.Socket{snap(x)},
 		want:  [][]string{nil},
 	}, {
-		name:  "held for its owner: added later, still offline",
-		opts:  Options{HoldTicks: 1},
+		name: "held for its owner: added later, still offline",
+		opts: Options{HoldTicks: 1},
 		ticks: [][]collector.Socket{snap("tcp 127.0.0.1:80 127.0.0.1:40000 ESTAB cookie=3 inode=30"),
 			snap("tcp 127.0.0.1:80 127.0.0.1:40000 ESTAB cookie=3 inode=30 pid=1")},
 		want: [][]string{nil, {"added 80 pid=1 ESTAB outbound offline id=1"}},
