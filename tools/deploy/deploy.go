@@ -75,6 +75,15 @@ type Options struct {
 
 	// ReadyTimeout bounds the wait for the API to answer (default 90 s).
 	ReadyTimeout time.Duration
+
+	// NoClient starts the server alone (`gui --noclient`): clients are
+	// then separate processes (StartClient, StartPool).
+	NoClient bool
+
+	// ExactPorts uses Ports as they are (all four must be set) and fails
+	// rather than picking others: a server restarted on an existing Dir
+	// must keep its frontend port, which its clients' configs hold.
+	ExactPorts bool
 }
 
 // Deployment is a running `velociraptor gui`.
@@ -88,6 +97,7 @@ type Deployment struct {
 
 	cmd      *exec.Cmd
 	logFile  *os.File
+	noClient bool
 	done     chan struct{}
 	waitErr  error
 	stopOnce sync.Once
@@ -127,9 +137,17 @@ func Start(ctx context.Context, opts Options) (*Deployment, error) {
 	for attempt := 0; attempt < 3; attempt++ {
 		preferred := opts.Ports
 		if attempt > 0 {
+			if opts.ExactPorts {
+				break
+			}
 			preferred = Ports{}
 		}
-		ports, err := PickPorts(preferred)
+		var ports Ports
+		if opts.ExactPorts {
+			ports, err = exactPorts(ctx, preferred)
+		} else {
+			ports, err = PickPorts(preferred)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -140,6 +158,7 @@ func Start(ctx context.Context, opts Options) (*Deployment, error) {
 			APIConfig: filepath.Join(dir, "api.config.yaml"),
 			GUIURL:    fmt.Sprintf("https://127.0.0.1:%d/", ports.GUI),
 			LogPath:   filepath.Join(dir, "velociraptor.log"),
+			noClient:  opts.NoClient,
 			done:      make(chan struct{}),
 		}
 		if err := d.writeConfigs(ctx); err != nil {
@@ -259,14 +278,18 @@ func (d *Deployment) start(extra io.Writer) error {
 		return err
 	}
 	d.logFile = f
-	fmt.Fprintf(f, "\n===== netwatch deploy: starting %s gui at %s (ports %+v)\n",
-		d.Binary, time.Now().Format(time.RFC3339), d.Ports)
+	args := []string{"--nobanner", "gui", "--datastore", d.Dir, "--nobrowser"}
+	if d.noClient {
+		args = append(args, "--noclient")
+	}
+	fmt.Fprintf(f, "\n===== netwatch deploy: starting %s %s at %s (ports %+v)\n",
+		d.Binary, strings.Join(args[1:], " "), time.Now().Format(time.RFC3339), d.Ports)
 
 	var w io.Writer = f
 	if extra != nil {
 		w = io.MultiWriter(f, extra)
 	}
-	cmd := exec.Command(d.Binary, "--nobanner", "gui", "--datastore", d.Dir, "--nobrowser")
+	cmd := exec.Command(d.Binary, args...)
 	cmd.Dir = d.Dir
 	cmd.Stdout = w
 	cmd.Stderr = w

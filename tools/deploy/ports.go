@@ -1,8 +1,10 @@
 package deploy
 
 import (
+	"context"
 	"fmt"
 	"net"
+	"time"
 )
 
 // PortFree tells whether port can be bound on 127.0.0.1 now.
@@ -75,4 +77,30 @@ func contains(list []int, v int) bool {
 		}
 	}
 	return false
+}
+
+// exactPorts checks that the four ports of want are set, distinct and
+// free, waiting a little for ports a server that just stopped may still
+// hold, and returns them unchanged.
+func exactPorts(ctx context.Context, want Ports) (Ports, error) {
+	list := []int{want.Frontend, want.API, want.GUI, want.Monitoring}
+	for i, p := range list {
+		if p <= 0 || contains(list[:i], p) {
+			return want, fmt.Errorf("deploy: ExactPorts needs four distinct ports, got %+v", want)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for _, p := range list {
+		for !PortFree(p) {
+			if time.Now().After(deadline) {
+				return want, fmt.Errorf("deploy: port %d of %+v is taken", p, want)
+			}
+			select {
+			case <-ctx.Done():
+				return want, ctx.Err()
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}
+	return want, nil
 }

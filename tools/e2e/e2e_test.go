@@ -14,27 +14,16 @@ import (
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/netwatch-dfir/netwatch/tools/deploy"
 	"github.com/netwatch-dfir/netwatch/tools/webhook"
 )
-
-// childEnv makes the test binary act as the connecting child process: see
-// TestMain and runChild.
-const childEnv = "NETWATCH_E2E_CHILD"
 
 // The alert and the IOC the test configures.
 const (
@@ -45,167 +34,8 @@ const (
 // serverArtifact is the alert artifact under test.
 const serverArtifact = deploy.ServerArtifact
 
-func TestMain(m *testing.M) {
-	if spec := os.Getenv(childEnv); spec != "" {
-		os.Exit(runChild(spec))
-	}
-	os.Exit(m.Run())
-}
-
-// runChild connects to ADDR, prints its local address, holds the
-// connection for HOLD milliseconds and closes it. spec is "ADDR HOLD".
-func runChild(spec string) int {
-	f := strings.Fields(spec)
-	if len(f) != 2 {
-		fmt.Fprintln(os.Stderr, "child: bad spec", spec)
-		return 2
-	}
-	hold, _ := strconv.Atoi(f[1])
-	c, err := net.DialTimeout("tcp", f[0], 5*time.Second)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "child:", err)
-		return 1
-	}
-	fmt.Printf("LADDR %s\n", c.LocalAddr())
-	time.Sleep(time.Duration(hold) * time.Millisecond)
-	c.Close()
-	return 0
-}
-
-// conn is one connection made by a child process.
-type conn struct {
-	pid       int
-	localPort int
-	raddr     string
-	started   time.Time
-}
-
-// connector starts children and keeps track of them, so that the test can
-// check none is left.
-type connector struct {
-	t    *testing.T
-	exe  string
-	mu   sync.Mutex
-	wg   sync.WaitGroup
-	pids []int
-}
-
-// connect starts a child that connects to addr and holds the connection
-// for hold; it returns once the child is connected.
-func (c *connector) connect(ctx context.Context, addr string, hold time.Duration) conn {
-	c.t.Helper()
-	cmd := exec.CommandContext(ctx, c.exe)
-	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %d", childEnv, addr, hold.Milliseconds()))
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	started := time.Now()
-	if err := cmd.Start(); err != nil {
-		c.t.Fatalf("starting child: %v", err)
-	}
-	c.mu.Lock()
-	c.pids = append(c.pids, cmd.Process.Pid)
-	c.mu.Unlock()
-
-	line := make([]byte, 0, 64)
-	buf := make([]byte, 1)
-	for {
-		n, err := out.Read(buf)
-		if n == 1 {
-			if buf[0] == '\n' {
-				break
-			}
-			line = append(line, buf[0])
-		}
-		if err != nil {
-			_ = cmd.Wait()
-			c.t.Fatalf("child connecting to %s: %v: %s", addr, err, stderr.String())
-		}
-	}
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		_, _ = io.Copy(io.Discard, out)
-		if err := cmd.Wait(); err != nil && ctx.Err() == nil {
-			c.t.Errorf("child connecting to %s: %v: %s", addr, err, stderr.String())
-		}
-	}()
-	_, port, err := net.SplitHostPort(strings.TrimPrefix(string(line), "LADDR "))
-	if err != nil {
-		c.t.Fatalf("child output %q: %v", line, err)
-	}
-	lp, _ := strconv.Atoi(port)
-	return conn{pid: cmd.Process.Pid, localPort: lp, raddr: addr, started: started}
-}
-
-// listener accepts connections on addr and holds each until its peer
-// closes it.
-type listener struct {
-	net.Listener
-	port int
-	wg   sync.WaitGroup
-}
-
-func listen(t *testing.T, host string) *listener {
-	t.Helper()
-	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		t.Fatalf("listen on %s: %v", host, err)
-	}
-	l := &listener{Listener: ln, port: ln.Addr().(*net.TCPAddr).Port}
-	l.wg.Add(1)
-	go func() {
-		defer l.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			l.wg.Add(1)
-			go func() {
-				defer l.wg.Done()
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(15 * time.Second))
-				_, _ = io.Copy(io.Discard, c)
-			}()
-		}
-	}()
-	t.Cleanup(func() { ln.Close(); l.wg.Wait() })
-	return l
-}
-
-func (l *listener) addr() string { return l.Addr().String() }
-
-// within runs f with a context bounded by d (and the test's).
-func within(ctx context.Context, d time.Duration, f func(ctx context.Context) error) error {
-	ctx, cancel := context.WithTimeout(ctx, d)
-	defer cancel()
-	return f(ctx)
-}
-
 func TestEndToEnd(t *testing.T) {
-	binary := os.Getenv("NETWATCH_BINARY")
-	if binary == "" {
-		t.Skip("NETWATCH_BINARY is not set: run through `make test`, or " +
-			"NETWATCH_BINARY=$PWD/build/velociraptor go test ./tools/e2e")
-	}
-	if runtime.GOOS != "linux" {
-		t.Skip("the end-to-end test runs on Linux (netstat_watch's netlink collector)")
-	}
-	if _, err := os.Stat(binary); err != nil {
-		t.Fatalf("NETWATCH_BINARY: %v", err)
-	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	processName := filepath.Base(exe)
-	if len(processName) > 15 { // the kernel's comm
-		processName = processName[:15]
-	}
+	binary, exe, processName := needBinary(t)
 	testStart := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
@@ -396,36 +226,8 @@ func TestEndToEnd(t *testing.T) {
 	// ---- 6. everything stopped, nothing left behind ----------------------
 	vrPid := d.Pid()
 	stopAll()
-	checkNothingLeft(t, vrPid, dir, d.Ports, children)
+	checkNothingLeft(t, []int{vrPid}, dir, d.Ports, children)
 	t.Logf("end-to-end test done in %v", time.Since(testStart).Round(time.Millisecond))
-}
-
-// waitLive makes connections to addr (one every few seconds, bounded)
-// until one of them alerts, and returns that one.
-func waitLive(ctx context.Context, t *testing.T, children *connector, hook *webhook.Receiver,
-	addr string, match func(webhook.Alert) bool) conn {
-	t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
-	tried := map[int]conn{}
-	for time.Now().Before(deadline) && ctx.Err() == nil {
-		c := children.connect(ctx, addr, 300*time.Millisecond)
-		tried[c.pid] = c
-		var got webhook.Alert
-		err := within(ctx, 5*time.Second, func(ctx context.Context) error {
-			var err error
-			got, err = hook.Wait(ctx, func(a webhook.Alert) bool {
-				_, ours := tried[a.Process.Pid]
-				return ours && match(a)
-			})
-			return err
-		})
-		if err == nil {
-			return tried[got.Process.Pid]
-		}
-	}
-	t.Fatalf("no alert for connections to %s after %d attempts; webhooks received: %s",
-		addr, len(tried), summarize(hook.Alerts()))
-	return conn{}
 }
 
 func checkAlert(t *testing.T, a webhook.Alert, client deploy.Client, c conn, processName string) {
@@ -456,39 +258,6 @@ func checkAlert(t *testing.T, a webhook.Alert, client deploy.Client, c conn, pro
 			t.Errorf("webhook message %q does not name %q", a.Message, want)
 		}
 	}
-}
-
-// waitRows polls the client's monitoring results from `from` on until ok.
-func waitRows(ctx context.Context, t *testing.T, d *deploy.Deployment, clientID string,
-	from time.Time, ok func([]deploy.Row) bool) []deploy.Row {
-	t.Helper()
-	var rows []deploy.Row
-	var err error
-	deadline := time.Now().Add(45 * time.Second)
-	for time.Now().Before(deadline) && ctx.Err() == nil {
-		rows, err = d.Query(ctx, `
-SELECT * FROM source(client_id=NetwatchClient, artifact=NetwatchArtifact,
-                     start_time=int(int=NetwatchFrom), end_time=now() + 60)`,
-			map[string]string{"NetwatchClient": clientID, "NetwatchArtifact": deploy.ClientArtifact,
-				"NetwatchFrom": strconv.FormatInt(from.Unix(), 10)})
-		if err == nil && ok(rows) {
-			return rows
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
-	t.Fatalf("monitoring results incomplete after 45 s (%d rows, err %v)", len(rows), err)
-	return nil
-}
-
-func filterRows(rows []deploy.Row, pid, rport int, diff string) []deploy.Row {
-	var out []deploy.Row
-	for _, r := range rows {
-		raddr, _ := r["Raddr"].(map[string]any)
-		if num(r["Pid"]) == pid && num(raddr["Port"]) == rport && r["Diff"] == diff {
-			out = append(out, r)
-		}
-	}
-	return out
 }
 
 func checkRows(t *testing.T, rows []deploy.Row, c conn, port int, processName string) {
@@ -620,82 +389,4 @@ func parseJSONL(t *testing.T, b []byte) []deploy.Row {
 		rows = append(rows, r)
 	}
 	return rows
-}
-
-// checkNothingLeft: velociraptor and every child are gone, its ports are
-// free and no process refers to the datastore.
-func checkNothingLeft(t *testing.T, vrPid int, dir string, ports deploy.Ports, children *connector) {
-	t.Helper()
-	if vrPid > 0 && syscall.Kill(vrPid, 0) == nil {
-		t.Errorf("velociraptor (pid %d) still running after Stop", vrPid)
-	}
-	children.mu.Lock()
-	pids := append([]int(nil), children.pids...)
-	children.mu.Unlock()
-	for _, pid := range pids {
-		if syscall.Kill(pid, 0) == nil {
-			t.Errorf("child pid %d still running", pid)
-		}
-	}
-	self := os.Getpid()
-	procs, _ := filepath.Glob("/proc/[0-9]*")
-	for _, p := range procs {
-		pid, _ := strconv.Atoi(filepath.Base(p))
-		if pid == self {
-			continue
-		}
-		stat, err := os.ReadFile(filepath.Join(p, "stat"))
-		if err != nil {
-			continue
-		}
-		// ppid is the 2nd field after the parenthesised comm.
-		if i := bytes.LastIndexByte(stat, ')'); i > 0 {
-			f := strings.Fields(string(stat[i+1:]))
-			if len(f) > 1 && f[1] == strconv.Itoa(self) {
-				cmd, _ := os.ReadFile(filepath.Join(p, "cmdline"))
-				t.Errorf("process %d (%s) started by the test is still there", pid, bytes.ReplaceAll(cmd, []byte{0}, []byte{' '}))
-			}
-		}
-		if cmd, err := os.ReadFile(filepath.Join(p, "cmdline")); err == nil && bytes.Contains(cmd, []byte(dir)) {
-			t.Errorf("process %d still refers to %s: %s", pid, dir, bytes.ReplaceAll(cmd, []byte{0}, []byte{' '}))
-		}
-	}
-	for name, port := range map[string]int{"frontend": ports.Frontend, "API": ports.API, "GUI": ports.GUI, "monitoring": ports.Monitoring} {
-		if !deploy.PortFree(port) {
-			t.Errorf("%s port %d still in use after Stop", name, port)
-		}
-	}
-}
-
-func summarize(alerts []webhook.Alert) string {
-	if len(alerts) == 0 {
-		return "none"
-	}
-	var parts []string
-	for _, a := range alerts {
-		parts = append(parts, fmt.Sprintf("[pid %d %s -> %s: %s]", a.Process.Pid, a.Process.Name, a.Raddr, a.Text))
-	}
-	return strings.Join(parts, " ")
-}
-
-func num(v any) int {
-	switch x := v.(type) {
-	case float64:
-		return int(x)
-	case int:
-		return x
-	case string:
-		n, _ := strconv.Atoi(x)
-		return n
-	}
-	return -1 << 31
-}
-
-func containsInt(list []int, v int) bool {
-	for _, x := range list {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
