@@ -38,6 +38,7 @@ type WebhookArgs struct {
 	RetryDelay  float64           `vfilter:"optional,field=retry_delay,doc=Seconds before the first retry of a failed delivery; doubles at each attempt (default 1)."`
 	MaxDelay    float64           `vfilter:"optional,field=max_delay,doc=Longest wait between two attempts, in seconds (default 60)."`
 	QueueSize   int64             `vfilter:"optional,field=queue_size,doc=Most alerts kept waiting while the receiver fails (default 1000); when full, the oldest is dropped and counted."`
+	KeepBytes   int64             `vfilter:"optional,field=response_size,doc=Bytes of the receiver's answer returned in Response (default 200, at most 1048576)."`
 }
 
 // config is a validated WebhookArgs without the body: what identifies one
@@ -53,6 +54,7 @@ type config struct {
 	retryDelay  time.Duration
 	maxDelay    time.Duration
 	queueSize   int
+	keepBytes   int
 }
 
 // seconds converts an optional seconds argument, applying def when absent.
@@ -69,7 +71,7 @@ func seconds(raw *ordereddict.Dict, field string, v, def float64) (time.Duration
 // parseConfig validates the arguments. Errors never quote the URL.
 func parseConfig(a *WebhookArgs, raw *ordereddict.Dict) (*config, error) {
 	c := &config{secret: a.Secret, contentType: "application/json",
-		skipVerify: a.SkipVerify, rootCA: a.RootCA, queueSize: 1000,
+		skipVerify: a.SkipVerify, rootCA: a.RootCA, queueSize: 1000, keepBytes: 200,
 		headers: http.Header{}}
 	if a.URL == "" && a.Secret == "" {
 		return nil, errors.New("url or secret is required")
@@ -100,6 +102,12 @@ func parseConfig(a *WebhookArgs, raw *ordereddict.Dict) (*config, error) {
 		}
 		c.queueSize = int(a.QueueSize)
 	}
+	if _, ok := raw.Get("response_size"); ok {
+		if a.KeepBytes < 0 || a.KeepBytes > 1<<20 {
+			return nil, fmt.Errorf("response_size must be between 0 and 1048576, not %d", a.KeepBytes)
+		}
+		c.keepBytes = int(a.KeepBytes)
+	}
 	return c, nil
 }
 
@@ -110,8 +118,8 @@ func (c *config) key(headers *ordereddict.Dict) string {
 	if c.url != nil {
 		u = c.url.String()
 	}
-	fmt.Fprintf(h, "%q %q %q %v %q %v %v %v %d", u, c.secret, c.contentType,
-		c.skipVerify, c.rootCA, c.timeout, c.retryDelay, c.maxDelay, c.queueSize)
+	fmt.Fprintf(h, "%q %q %q %v %q %v %v %v %d %d", u, c.secret, c.contentType,
+		c.skipVerify, c.rootCA, c.timeout, c.retryDelay, c.maxDelay, c.queueSize, c.keepBytes)
 	if headers != nil {
 		for _, k := range headers.Keys() {
 			v, _ := headers.Get(k)
@@ -223,6 +231,7 @@ func (WebhookFunction) Call(ctx context.Context, scope vfilter.Scope,
 		sender = New(context.Background(), Options{
 			URL: c.url, Client: client, Header: header,
 			RetryDelay: c.retryDelay, MaxDelay: c.maxDelay, QueueSize: c.queueSize,
+			KeepBytes: c.keepBytes,
 			Logf: func(format string, args ...any) {
 				root.Log("%s: "+format, append([]any{functionName}, args...)...)
 			},

@@ -43,6 +43,8 @@ type Options struct {
 	// QueueSize bounds the alerts waiting for the receiver; when it is
 	// full the oldest waiting alert is dropped (and counted).
 	QueueSize int
+	// KeepBytes of the receiver's answer are kept in Result.Response.
+	KeepBytes int
 	// Logf receives the sender's log lines (never with the URL).
 	Logf func(format string, args ...any)
 }
@@ -86,9 +88,6 @@ type Stats struct {
 	Sent, Retried, Rejected, Dropped, Waiting int
 }
 
-// maxResponse bounds the part of a receiver's answer that is kept.
-const maxResponse = 200
-
 type item struct {
 	seq     uint64
 	payload []byte
@@ -130,6 +129,9 @@ func New(ctx context.Context, opts Options) *Sender {
 	}
 	if opts.QueueSize < 1 {
 		opts.QueueSize = 1
+	}
+	if opts.KeepBytes <= 0 {
+		opts.KeepBytes = 200
 	}
 	if opts.Logf == nil {
 		opts.Logf = func(string, ...any) {}
@@ -405,8 +407,9 @@ func (s *Sender) post(payload []byte) attempt {
 		return attempt{err: true, cause: s.describe(err)}
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	a := attempt{code: resp.StatusCode, response: s.Redact(string(body), maxResponse)}
+	// Read a little more than is kept: redaction works on whole URLs.
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, int64(s.opts.KeepBytes)+4096))
+	a := attempt{code: resp.StatusCode, response: s.Redact(string(body), s.opts.KeepBytes)}
 	if !a.ok() {
 		a.cause = fmt.Sprintf("HTTP %d", resp.StatusCode)
 		if secs, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && secs > 0 {
