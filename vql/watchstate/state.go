@@ -1,0 +1,339 @@
+// Package watchstate reads and writes netstat_watch's state file: the
+// connections a watcher has reported and that are still open, kept on disk so
+// that a watcher started after a restart of the client reports what changed
+// while nobody watched (a connection opened, or closed, during the downtime)
+// instead of taking its first snapshot as a silent baseline.
+//
+// The file is one header line and a JSON body:
+//
+//	netwatch-netstat_watch-state 1 <body length> <crc32 of body, hex>
+//	{"saved": ..., "boot": ..., "kinds": "tcp,udp", "next_id": 42,
+//	 "procs": [...], "conns": [...]}
+//
+// The header tells a truncated, corrupted or foreign file from a state file;
+// the body stays readable for a responder (process details are listed once
+// and referred to by index). Parse is a parser of on-disk data: it checks
+// every field and never panics (FuzzParse).
+package watchstate
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/netwatch-dfir/netwatch/vql/collector"
+	"github.com/netwatch-dfir/netwatch/vql/enricher"
+	"github.com/netwatch-dfir/netwatch/vql/tracker"
+)
+
+const (
+	magic   = "netwatch-netstat_watch-state"
+	version = 1
+
+	// MaxSize bounds what Load reads: 64 MiB is about 300,000 connections,
+	// far more than a socket table holds.
+	MaxSize = 64 << 20
+)
+
+// File is the content of a state file.
+type File struct {
+	SavedAt time.Time
+	Boot    string         // the boot it was saved in (BootID)
+	Kinds   collector.Kind // the socket tables the watcher read
+	NextID  uint64         // tracker.NextID
+	// Conns are open connections and the closed ones whose remnant was
+	// still in the table. Info is a *enricher.Process or nil.
+	Conns []tracker.Saved
+}
+
+type fileJSON struct {
+	Saved  time.Time  `json:"saved"`
+	Boot   string     `json:"boot"`
+	Kinds  string     `json:"kinds"`
+	NextID uint64     `json:"next_id"`
+	Procs  []procJSON `json:"procs"`
+	Conns  []connJSON `json:"conns"`
+}
+
+type procJSON struct {
+	Pid        int32     `json:"pid"`
+	Ppid       int32     `json:"ppid"`
+	Name       string    `json:"name"`
+	Exe        string    `json:"exe"`
+	CmdLine    string    `json:"cmdline"`
+	Username   string    `json:"username"`
+	UID        int32     `json:"uid"`
+	CreateTime time.Time `json:"create_time"`
+	StartTicks uint64    `json:"start_ticks"`
+}
+
+type connJSON struct {
+	ID        uint64    `json:"id"`
+	Kind      string    `json:"kind"` // tcp, tcp6, udp, udp6
+	Local     string    `json:"local"`
+	Remote    string    `json:"remote"`
+	State     uint8     `json:"state"`
+	Cookie    uint64    `json:"cookie,omitempty"`
+	Inode     uint64    `json:"inode,omitempty"`
+	UID       uint32    `json:"uid"`
+	Orphan    bool      `json:"orphan,omitempty"`
+	Pid       int32     `json:"pid"`
+	Direction string    `json:"direction"`
+	FirstSeen time.Time `json:"first_seen"`
+	Closed    bool      `json:"closed,omitempty"`
+	Proc      int       `json:"proc,omitempty"` // 1 + index in procs; 0: none
+}
+
+// Encode renders f as a state file.
+func Encode(f *File) ([]byte, error) {
+	fj := fileJSON{Saved: f.SavedAt.UTC(), Boot: f.Boot, Kinds: f.Kinds.String(),
+		NextID: f.NextID, Procs: []procJSON{}, Conns: make([]connJSON, 0, len(f.Conns))}
+	procs := make(map[*enricher.Process]int)
+	for i := range f.Conns {
+		c := &f.Conns[i]
+		s := &c.Socket
+		cj := connJSON{ID: c.ID, Kind: s.Kind().String(), Local: addrPortString(s.Local),
+			Remote: addrPortString(s.Remote), State: uint8(s.State), Cookie: s.Cookie,
+			Inode: s.Inode, UID: s.UID, Orphan: s.Orphan, Pid: c.Pid,
+			Direction: string(c.Direction), FirstSeen: c.FirstSeen.UTC(), Closed: c.Closed}
+		if p, ok := c.Info.(*enricher.Process); ok && p != nil {
+			n, ok := procs[p]
+			if !ok {
+				fj.Procs = append(fj.Procs, procJSON{Pid: p.Pid, Ppid: p.Ppid, Name: p.Name,
+					Exe: p.Exe, CmdLine: p.CommandLine, Username: p.Username, UID: p.UID,
+					CreateTime: p.CreateTime.UTC(), StartTicks: p.StartTicks})
+				n = len(fj.Procs)
+				procs[p] = n
+			}
+			cj.Proc = n
+		}
+		fj.Conns = append(fj.Conns, cj)
+	}
+	body, err := json.Marshal(&fj)
+	if err != nil {
+		return nil, err
+	}
+	out := fmt.Appendf(nil, "%s %d %d %08x\n", magic, version, len(body), crc32.ChecksumIEEE(body))
+	return append(append(out, body...), '\n'), nil
+}
+
+// Parse reads a state file. Any defect is an error: a state that is not
+// exactly what a watcher wrote must not be trusted.
+func Parse(b []byte) (*File, error) {
+	line, body, ok := bytes.Cut(b, []byte("\n"))
+	if !ok {
+		return nil, errors.New("no header line")
+	}
+	hdr := strings.Split(string(line), " ")
+	if len(hdr) != 4 || hdr[0] != magic {
+		return nil, errors.New("not a netstat_watch state file")
+	}
+	if v, err := strconv.Atoi(hdr[1]); err != nil || v != version {
+		return nil, fmt.Errorf("unsupported version %q", hdr[1])
+	}
+	size, err := strconv.ParseUint(hdr[2], 10, 32)
+	if err != nil {
+		return nil, fmt.Errorf("bad length %q", hdr[2])
+	}
+	sum, err := strconv.ParseUint(hdr[3], 16, 32)
+	if err != nil || len(hdr[3]) != 8 {
+		return nil, fmt.Errorf("bad checksum %q", hdr[3])
+	}
+	// The body and one newline, nothing else.
+	if uint64(len(body)) != size+1 || body[size] != '\n' {
+		return nil, fmt.Errorf("truncated or extended: %d bytes after the header, want %d", len(body), size+1)
+	}
+	body = body[:size]
+	if crc32.ChecksumIEEE(body) != uint32(sum) {
+		return nil, errors.New("checksum mismatch")
+	}
+
+	var fj fileJSON
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&fj); err != nil {
+		return nil, fmt.Errorf("body: %w", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("body: data after the JSON object")
+	}
+	return fromJSON(&fj)
+}
+
+func fromJSON(fj *fileJSON) (*File, error) {
+	f := &File{SavedAt: fj.Saved.UTC(), Boot: fj.Boot, NextID: fj.NextID}
+	if f.SavedAt.IsZero() {
+		return nil, errors.New("no saved time")
+	}
+	if f.Boot == "" {
+		return nil, errors.New("no boot identity")
+	}
+	if fj.Kinds == "" {
+		return nil, errors.New("no kinds")
+	}
+	var err error
+	if f.Kinds, err = collector.ParseKinds(strings.Split(fj.Kinds, ",")); err != nil {
+		return nil, err
+	}
+	procs := make([]*enricher.Process, len(fj.Procs))
+	for i, p := range fj.Procs {
+		if p.Pid <= 0 || p.Ppid < 0 {
+			return nil, fmt.Errorf("procs[%d]: bad pid %d or ppid %d", i, p.Pid, p.Ppid)
+		}
+		procs[i] = &enricher.Process{Pid: p.Pid, Ppid: p.Ppid, Name: p.Name, Exe: p.Exe,
+			CommandLine: p.CmdLine, Username: p.Username, UID: p.UID,
+			CreateTime: p.CreateTime.UTC(), StartTicks: p.StartTicks}
+	}
+	ids := make(map[uint64]bool, len(fj.Conns))
+	f.Conns = make([]tracker.Saved, 0, len(fj.Conns))
+	for i := range fj.Conns {
+		c, err := connFromJSON(&fj.Conns[i], procs)
+		if err != nil {
+			return nil, fmt.Errorf("conns[%d]: %w", i, err)
+		}
+		if c.ID != 0 {
+			if ids[c.ID] {
+				return nil, fmt.Errorf("conns[%d]: id %d twice", i, c.ID)
+			}
+			if c.ID > f.NextID {
+				return nil, fmt.Errorf("conns[%d]: id %d above next_id %d", i, c.ID, f.NextID)
+			}
+			ids[c.ID] = true
+		}
+		f.Conns = append(f.Conns, c)
+	}
+	return f, nil
+}
+
+func connFromJSON(cj *connJSON, procs []*enricher.Process) (tracker.Saved, error) {
+	var c tracker.Saved
+	kind, err := collector.ParseKinds([]string{cj.Kind})
+	if err != nil || cj.Kind == "" {
+		return c, fmt.Errorf("kind %q", cj.Kind)
+	}
+	s := &c.Socket
+	switch kind {
+	case collector.TCP4:
+		s.Family, s.Type = collector.AF_INET, collector.SOCK_STREAM
+	case collector.TCP6:
+		s.Family, s.Type = collector.AF_INET6, collector.SOCK_STREAM
+	case collector.UDP4:
+		s.Family, s.Type = collector.AF_INET, collector.SOCK_DGRAM
+	default:
+		s.Family, s.Type = collector.AF_INET6, collector.SOCK_DGRAM
+	}
+	if s.Local, err = parseAddrPort(cj.Local); err != nil {
+		return c, fmt.Errorf("local: %w", err)
+	}
+	if s.Remote, err = parseAddrPort(cj.Remote); err != nil {
+		return c, fmt.Errorf("remote: %w", err)
+	}
+	if cj.State > uint8(collector.StateNewSynRecv) {
+		return c, fmt.Errorf("state %d", cj.State)
+	}
+	s.State = collector.State(cj.State)
+	s.Cookie, s.Inode, s.UID, s.Orphan = cj.Cookie, cj.Inode, cj.UID, cj.Orphan
+	switch d := tracker.Direction(cj.Direction); d {
+	case tracker.Outbound, tracker.Inbound, tracker.Listen, tracker.Unknown:
+		c.Direction = d
+	default:
+		return c, fmt.Errorf("direction %q", cj.Direction)
+	}
+	if cj.Pid < -1 {
+		return c, fmt.Errorf("pid %d", cj.Pid)
+	}
+	if cj.FirstSeen.IsZero() {
+		return c, errors.New("no first_seen")
+	}
+	if cj.ID == 0 && !cj.Closed {
+		return c, errors.New("open connection without id")
+	}
+	if cj.Proc < 0 || cj.Proc > len(procs) {
+		return c, fmt.Errorf("proc %d of %d", cj.Proc, len(procs))
+	}
+	if cj.Proc > 0 {
+		c.Info = procs[cj.Proc-1]
+	}
+	c.ID, c.Pid, c.FirstSeen, c.Closed = cj.ID, cj.Pid, cj.FirstSeen.UTC(), cj.Closed
+	s.Pid = c.Pid
+	if c.Closed {
+		s.Pid = -1
+	}
+	return c, nil
+}
+
+// An address is kept as the collector gave it (an IPv6 socket may hold an
+// IPv4 address, a link-local one a zone); "" is no address at all.
+func addrPortString(a netip.AddrPort) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
+}
+
+func parseAddrPort(s string) (netip.AddrPort, error) {
+	if s == "" {
+		return netip.AddrPort{}, nil
+	}
+	return netip.ParseAddrPort(s)
+}
+
+// Load reads and parses the state file at path. A missing file is an error
+// satisfying errors.Is(err, fs.ErrNotExist).
+func Load(path string) (*File, error) {
+	fh, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer fh.Close()
+	b, err := io.ReadAll(io.LimitReader(fh, MaxSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > MaxSize {
+		return nil, fmt.Errorf("larger than %d bytes", MaxSize)
+	}
+	return Parse(b)
+}
+
+// Write replaces the file at path with data atomically: a reader (or a
+// watcher started after a crash) sees the old content or the new, never a
+// part. The file is readable by its owner only: it names processes and
+// their command lines.
+func Write(path string, data []byte) error {
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	tmp, err := os.CreateTemp(dir, "."+base+".tmp*") // mode 0600
+	if err != nil {
+		return err
+	}
+	name := tmp.Name()
+	_, err = tmp.Write(data)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(name, 0o600)
+	}
+	if err == nil {
+		err = os.Rename(name, path)
+	}
+	if err != nil {
+		os.Remove(name)
+	}
+	return err
+}
