@@ -43,36 +43,45 @@ func (t *Tracker) Save(dst []Saved) []Saved {
 	return dst
 }
 
-// Restore resumes from connections an earlier tracker saved on the same host
-// since its last boot. Call it before the first Update, which then matches
-// them to its sockets:
+// RestoreOptions say how to read the saved connections.
+type RestoreOptions struct {
+	// NextID continues the saved ID sequence (Tracker.NextID).
+	NextID uint64
+	// Covered tells whether the earlier tracker watched sockets like this
+	// one (it read the same socket tables); nil covers everything.
+	Covered func(*collector.Socket) bool
+	// OtherBoot: the state was saved before the host rebooted. Cookies,
+	// inodes and PIDs start over with a boot, so no socket is matched: every
+	// saved open connection ended with the reboot.
+	OtherBoot bool
+}
+
+// Restore resumes from connections an earlier tracker saved (Save). Call it
+// before the first Update, which then matches them to its sockets:
 //
 //   - a saved connection whose socket is there is not reported again (and is
 //     reported Removed, Offline, if the socket is now closed);
 //   - a saved open connection with no socket is reported Removed, Offline:
 //     it ended while nobody watched; Duration runs from its saved FirstSeen;
 //   - a socket that matches nothing is reported Added, Offline: it appeared
-//     while nobody watched. Unless covered says the earlier tracker did not
-//     watch sockets like it (another kind): then it is baseline, as on a
-//     first run. covered nil covers everything.
+//     while nobody watched. Unless Covered says the earlier tracker did not
+//     watch sockets like it: then it is baseline, as on a first run.
 //
 // A socket is matched as Rebase matches: by cookie where both sides have
 // one, else by inode (and tuple) where both have one, else by tuple (and
 // owner, for open sockets). So a state saved while reading netlink
 // (cookies) is understood while reading /proc/net (inodes only) and the
-// other way round.
-//
-// nextID continues the saved ID sequence. Entries with an ID already seen
-// are skipped.
-func (t *Tracker) Restore(saved []Saved, nextID uint64, covered func(*collector.Socket) bool) {
+// other way round. An open entry without ID, or with an ID seen before, is
+// skipped.
+func (t *Tracker) Restore(saved []Saved, opts RestoreOptions) {
 	t.started = true
 	t.restoring = true
-	t.covered = covered
-	t.nextID = max(t.nextID, nextID)
+	t.covered = opts.Covered
+	t.nextID = max(t.nextID, opts.NextID)
 	ids := make(map[uint64]bool, len(saved))
 	for i := range saved {
 		sv := &saved[i]
-		if sv.ID != 0 && ids[sv.ID] || sv.ID == 0 && !sv.Closed {
+		if sv.ID != 0 && ids[sv.ID] || sv.ID == 0 && !sv.Closed || opts.OtherBoot && sv.Closed {
 			continue
 		}
 		ids[sv.ID] = true
@@ -81,6 +90,7 @@ func (t *Tracker) Restore(saved []Saved, nextID uint64, covered func(*collector.
 			Direction: sv.Direction, FirstSeen: sv.FirstSeen, LastSeen: sv.FirstSeen,
 			Info: sv.Info, reported: true, closed: sv.Closed, offline: true})
 	}
+	t.otherBoot = opts.OtherBoot
 }
 
 // placeRestored puts the restored connections in the index: under the key of
@@ -104,6 +114,9 @@ func (t *Tracker) placeRestored(socks []collector.Socket) {
 	}
 	matched := make(map[*Conn]bool)
 	for i := range socks {
+		if t.otherBoot {
+			break
+		}
 		s := &socks[i]
 		c := matchRestored(s, byCookie, byInode, byTup, matched)
 		if c == nil {
@@ -125,7 +138,7 @@ func (t *Tracker) placeRestored(socks []collector.Socket) {
 		c.key = key{kind: byRestored, id: c.ID}
 		t.conns.put(c.key, c)
 	}
-	t.restored = nil
+	t.restored, t.otherBoot = nil, false
 }
 
 // matchRestored finds the restored connection a socket is, if any. A kernel

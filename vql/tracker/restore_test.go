@@ -69,7 +69,7 @@ func TestTrackerRestore(t *testing.T) {
 					t.Fatalf("saved %d connections, next ID %d: %+v", len(saved), next, saved)
 				}
 				tr := New(Options{})
-				tr.Restore(saved, next, nil)
+				tr.Restore(saved, RestoreOptions{NextID: next})
 				now := t0.Add(time.Minute)
 				got := renderOffline(tr.Update(now, snaps[to]))
 				if fmt.Sprint(got) != fmt.Sprint(want) {
@@ -103,12 +103,13 @@ func TestTrackerRestoreCases(t *testing.T) {
 	}
 	now := t0.Add(10 * time.Second)
 	cases := []struct {
-		name    string
-		saved   []Saved
-		covered func(*collector.Socket) bool
-		opts    Options
-		ticks   [][]collector.Socket
-		want    [][]string
+		name      string
+		saved     []Saved
+		covered   func(*collector.Socket) bool
+		otherBoot bool
+		opts      Options
+		ticks     [][]collector.Socket
+		want      [][]string
 	}{{
 		name:  "closed while down, remnant there: removed once",
 		saved: []Saved{open(x, 1)},
@@ -167,6 +168,19 @@ func TestTrackerRestoreCases(t *testing.T) {
 			snap("tcp 127.0.0.1:80 127.0.0.1:40000 ESTAB cookie=3 inode=30 pid=1")},
 		want: [][]string{nil, {"added 80 pid=1 ESTAB outbound offline id=1"}},
 	}, {
+		name:      "another boot: nothing matches, even an equal cookie",
+		otherBoot: true,
+		saved:     []Saved{open(x, 1), closed("tcp 127.0.0.1:40001 127.0.0.1:80 TIME_WAIT cookie=3")},
+		ticks:     [][]collector.Socket{snap(x, "tcp 127.0.0.1:40001 127.0.0.1:80 TIME_WAIT cookie=3")},
+		want: [][]string{{"removed 40000 pid=100 ESTAB outbound dur=10s offline id=1",
+			"added 40000 pid=100 ESTAB outbound offline id=2",
+			"added 40001 pid=-1 TIME_WAIT unknown offline id=3"}},
+	}, {
+		name:  "saved open though its socket had closed (removed row not delivered): removed now",
+		saved: []Saved{{ID: 1, Socket: sock(xTW), Pid: 100, Direction: Outbound, FirstSeen: t0}},
+		ticks: [][]collector.Socket{snap(xTW)},
+		want:  [][]string{{"removed 40000 pid=100 TIME_WAIT outbound dur=10s offline id=1"}},
+	}, {
 		name:  "empty state: everything is new",
 		ticks: [][]collector.Socket{snap(x)},
 		want:  [][]string{{"added 40000 pid=100 ESTAB outbound offline id=1"}},
@@ -174,7 +188,7 @@ func TestTrackerRestoreCases(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			tr := New(tc.opts)
-			tr.Restore(tc.saved, 0, tc.covered)
+			tr.Restore(tc.saved, RestoreOptions{Covered: tc.covered, OtherBoot: tc.otherBoot})
 			for i, s := range tc.ticks {
 				got := renderOffline(tr.Update(now.Add(time.Duration(i)*time.Second), s))
 				if fmt.Sprint(got) != fmt.Sprint(tc.want[i]) {

@@ -116,6 +116,7 @@ type Tracker struct {
 	restoring bool
 	restored  []*Conn
 	covered   func(*collector.Socket) bool
+	otherBoot bool
 
 	listeners map[listenKey][]netip.Addr // rebuilt each snapshot
 	events    []Event
@@ -313,7 +314,6 @@ func gainedInode(c *Conn, s *collector.Socket) bool {
 func (t *Tracker) observe(now time.Time, c *Conn, s *collector.Socket) {
 	c.seen = t.gen
 	c.LastSeen = now
-	wasClosed := c.Socket.Closed()
 	c.Socket = *s
 	if !c.reported {
 		if c.Pid < 0 && s.Pid >= 0 {
@@ -321,10 +321,13 @@ func (t *Tracker) observe(now time.Time, c *Conn, s *collector.Socket) {
 		}
 		t.maybeAdd(now, c)
 	}
+	// A reported connection whose socket is closed has been reported
+	// removed (c.closed), except one restored from a state file that
+	// was saved before its removed row could be delivered.
 	if c.closed || !c.reported {
 		return
 	}
-	if s.Closed() && !wasClosed {
+	if s.Closed() {
 		t.remove(now, c)
 	}
 }
