@@ -137,6 +137,13 @@ type Receiver struct {
 	srv     *http.Server
 	ln      net.Listener
 	done    chan struct{}
+	addr    string // the address bound, for Restart
+
+	// Fault injection (SetFault): answer with failStatus instead of
+	// taking the alert, or take it only after delay.
+	failStatus int
+	delay      time.Duration
+	refused    int
 }
 
 // Listen starts a receiver on addr (e.g. "127.0.0.1:0"). Only loopback
@@ -153,29 +160,80 @@ func Listen(addr string) (*Receiver, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Receiver{changed: make(chan struct{}), ln: ln, done: make(chan struct{})}
-	r.srv = &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		defer close(r.done)
-		_ = r.srv.Serve(ln)
-	}()
+	r := &Receiver{changed: make(chan struct{})}
+	r.serve(ln)
 	return r, nil
+}
+
+func (r *Receiver) serve(ln net.Listener) {
+	srv := &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan struct{})
+	r.mu.Lock()
+	r.ln, r.srv, r.done, r.addr = ln, srv, done, ln.Addr().String()
+	r.mu.Unlock()
+	go func() {
+		defer close(done)
+		_ = srv.Serve(ln)
+	}()
+}
+
+// Restart listens again on the address of a receiver that was closed
+// (the "receiver is back" of an outage test); the alerts are kept.
+func (r *Receiver) Restart() error {
+	var ln net.Listener
+	var err error
+	for i := 0; i < 50; i++ { // the old socket may linger for a moment
+		if ln, err = net.Listen("tcp", r.addr); err == nil {
+			r.serve(ln)
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return err
+}
+
+// SetFault makes the receiver answer every alert with status (e.g. 500)
+// without taking it, or, with status 0, take each alert only after delay
+// (a slow receiver: the alert counts as received when the request
+// arrived, as a real receiver would post it even if the sender gave up
+// waiting). SetFault(0, 0) restores normal service.
+func (r *Receiver) SetFault(status int, delay time.Duration) {
+	r.mu.Lock()
+	r.failStatus, r.delay = status, delay
+	r.mu.Unlock()
+}
+
+// Refused counts the alerts answered with a fault status.
+func (r *Receiver) Refused() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.refused
 }
 
 // URL to give the artifact's WebHook parameter.
 func (r *Receiver) URL() string {
-	return fmt.Sprintf("http://%s/webhook", r.ln.Addr().String())
+	return fmt.Sprintf("http://%s/webhook", r.addr)
 }
 
 // Addr is the address the receiver listens on.
-func (r *Receiver) Addr() *net.TCPAddr { return r.ln.Addr().(*net.TCPAddr) }
+func (r *Receiver) Addr() *net.TCPAddr {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.ln.Addr().(*net.TCPAddr)
+}
 
-// Close stops the receiver.
+// Close stops the receiver: its port refuses connections until Restart.
 func (r *Receiver) Close() error {
+	r.mu.Lock()
+	srv, done := r.srv, r.done
+	r.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	err := r.srv.Shutdown(ctx)
-	<-r.done
+	err := srv.Shutdown(ctx)
+	if err != nil {
+		srv.Close() // a slow request still running: cut it
+	}
+	<-done
 	return err
 }
 
@@ -199,6 +257,13 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	a.Path = req.URL.Path
 
 	r.mu.Lock()
+	status, delay := r.failStatus, r.delay
+	if status != 0 {
+		r.refused++
+		r.mu.Unlock()
+		http.Error(w, "receiver failing (test fault)", status)
+		return
+	}
 	r.alerts = append(r.alerts, a)
 	close(r.changed)
 	r.changed = make(chan struct{})
@@ -206,6 +271,13 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 
 	if r.OnAlert != nil {
 		r.OnAlert(a)
+	}
+	if delay > 0 {
+		select {
+		case <-time.After(delay):
+		case <-req.Context().Done():
+			return
+		}
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = io.WriteString(w, `{"ok":true}`)

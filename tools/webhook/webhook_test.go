@@ -107,3 +107,44 @@ func TestReceiverRecordsAndWaits(t *testing.T) {
 		t.Error("Wait returned an alert that never came")
 	}
 }
+
+func TestReceiverFaultsAndRestart(t *testing.T) {
+	r, err := Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	post := func() (int, error) {
+		c := &http.Client{Timeout: 300 * time.Millisecond}
+		resp, err := c.Post(r.URL(), "application/json", bytes.NewBufferString(jsonBody))
+		if err != nil {
+			return 0, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+
+	r.SetFault(http.StatusInternalServerError, 0)
+	if code, err := post(); code != 500 || err != nil || len(r.Alerts()) != 0 || r.Refused() != 1 {
+		t.Errorf("failing: HTTP %d, %v, %d alerts, %d refused", code, err, len(r.Alerts()), r.Refused())
+	}
+	r.SetFault(0, time.Second)
+	if _, err := post(); err == nil || len(r.Alerts()) != 1 {
+		t.Errorf("slow: err %v (want a client timeout), %d alerts (want 1: taken on arrival)", err, len(r.Alerts()))
+	}
+	r.SetFault(0, 0)
+
+	url := r.URL()
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := post(); err == nil {
+		t.Error("a closed receiver answered")
+	}
+	if err := r.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	if code, err := post(); code != 200 || err != nil || r.URL() != url || len(r.Alerts()) != 2 {
+		t.Errorf("restarted: HTTP %d, %v, URL %s (was %s), %d alerts", code, err, r.URL(), url, len(r.Alerts()))
+	}
+}
