@@ -43,6 +43,7 @@ type NetstatWatchArgs struct {
 	Enrich       bool     `vfilter:"optional,field=enrich,doc=Resolve process details (ProcInfo) when a connection is first seen (default true)."`
 	Backend      string   `vfilter:"optional,field=backend,doc=Socket table source: auto (default; netlink on Linux, falling back to /proc/net), netlink or procfs."`
 	CacheSize    int64    `vfilter:"optional,field=cache_size,doc=Most processes kept in the process details cache (default 4096)."`
+	State        string   `vfilter:"optional,field=state,doc=File where the connections reported and still open are kept across restarts (default none). When it exists at start: what changed while not watching is reported with Offline true (added: opened since; removed: ended since) instead of taking the first snapshot as a baseline. Written atomically (mode 0600) at most every 5 s when something changed and when the query ends."`
 }
 
 // options are validated arguments with their defaults applied.
@@ -55,6 +56,7 @@ type options struct {
 	enrich       bool
 	backend      string
 	cacheSize    int
+	state        string // state file path; "" for none
 }
 
 // parseOptions applies defaults: vfilter cannot tell an absent bool from
@@ -97,6 +99,7 @@ func parseOptions(a *NetstatWatchArgs, raw *ordereddict.Dict) (*options, error) 
 		}
 		o.cacheSize = int(a.CacheSize)
 	}
+	o.state = a.State
 	return o, nil
 }
 
@@ -135,10 +138,15 @@ func (self NetstatWatchPlugin) Call(ctx context.Context,
 		}
 		defer w.Close()
 
+		stateNote := ""
+		if opts.state != "" {
+			stateNote = "; " + w.loadState(scope, time.Now())
+		}
+
 		// One line at start; then only errors. Stock diff() and netstat()
 		// log every poll, and client logs are shipped to the server.
-		scope.Log("%s: watching %v every %v using %s", pluginName,
-			opts.kinds, opts.period, w.col.Name())
+		scope.Log("%s: watching %v every %v using %s%s", pluginName,
+			opts.kinds, opts.period, w.col.Name(), stateNote)
 
 		w.run(ctx, scope, func(row *ordereddict.Dict) bool {
 			select {
@@ -159,7 +167,11 @@ func (self NetstatWatchPlugin) Info(
 		Name: pluginName,
 		Doc: "Watch the socket table below one second and emit a row when a " +
 			"connection is added or removed, with the owning process.",
-		ArgType:  type_map.AddType(scope, &NetstatWatchArgs{}),
+		ArgType: type_map.AddType(scope, &NetstatWatchArgs{}),
+		// 1: has the state argument. version(plugin="netstat_watch") lets
+		// an artifact pass it only to clients that know it (an unknown
+		// argument fails the query).
+		Version:  1,
 		Metadata: vql_subsystem.VQLMetadata().Permissions(acls.MACHINE_STATE).Build(),
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -381,16 +380,18 @@ func TestCancelStopsPromptly(t *testing.T) {
 	baseG, baseFD := runtime.NumGoroutine(), openFDs(t)
 	// A long period shows the plugin does not wait for its next tick; the
 	// bound leaves room for a loaded machine.
-	for _, period := range []float64{0.05, 5} {
+	// With a state file too: its writer goroutine ends as well.
+	state := filepath.Join(t.TempDir(), "state")
+	for _, args := range []string{"period=0.05", "period=5", "period=0.05, state='" + state + "'"} {
 		ctx, cancel := context.WithCancel(context.Background())
-		rows, _ := watch(t, ctx, "SELECT * FROM netstat_watch(period="+strconv.FormatFloat(period, 'f', -1, 64)+")")
+		rows, _ := watch(t, ctx, "SELECT * FROM netstat_watch("+args+")")
 		time.Sleep(200 * time.Millisecond)
 		cancel()
 		start := time.Now()
 		for range rows {
 		}
 		if el := time.Since(start); el > time.Second {
-			t.Errorf("period %v: plugin took %v to stop after cancel", period, el)
+			t.Errorf("%s: plugin took %v to stop after cancel", args, el)
 		}
 	}
 	// Goroutines wind down asynchronously; give them a moment. Only the

@@ -27,6 +27,8 @@ type watcher struct {
 	lastErr   string
 	failures  int // consecutive failed snapshots
 	warnedAcl bool
+
+	st *stateKeeper // nil without a state file
 }
 
 func newWatcher(opts *options) (*watcher, error) {
@@ -54,12 +56,25 @@ func (self *watcher) run(ctx context.Context, scope vfilter.Scope,
 	emit func(*ordereddict.Dict) bool) {
 	ticker := time.NewTicker(self.opts.period)
 	defer ticker.Stop()
+	if self.st != nil {
+		self.st.start(self, scope)
+		// Also when emit refuses a row: the rows not delivered are
+		// not counted as reported.
+		defer func() { self.st.stop(self, scope) }()
+	}
 
 	for {
-		for _, row := range self.tick(scope, time.Now()) {
-			if !emit(row) {
+		out := self.tick(scope, time.Now())
+		for i := range out {
+			if !emit(out[i].row) {
+				if self.st != nil {
+					self.st.undelivered(out[i:])
+				}
 				return
 			}
+		}
+		if self.st != nil {
+			self.st.maybeSave(self, time.Now())
 		}
 		select {
 		case <-ctx.Done():
@@ -69,8 +84,14 @@ func (self *watcher) run(ctx context.Context, scope vfilter.Scope,
 	}
 }
 
+// output is one row and the event it reports.
+type output struct {
+	row *ordereddict.Dict
+	ev  tracker.Event
+}
+
 // tick takes one snapshot and returns the rows it produced.
-func (self *watcher) tick(scope vfilter.Scope, now time.Time) []*ordereddict.Dict {
+func (self *watcher) tick(scope vfilter.Scope, now time.Time) []output {
 	socks, err := self.col.Collect(self.opts.kinds, self.socks[:0])
 	if err != nil {
 		// Log a failure once, not once per tick, and keep the last
@@ -99,8 +120,12 @@ func (self *watcher) tick(scope vfilter.Scope, now time.Time) []*ordereddict.Dic
 			"their sockets show Pid -1", pluginName, st.Denied)
 	}
 
-	var rows []*ordereddict.Dict
-	for _, ev := range self.track.Update(now, socks) {
+	var rows []output
+	events := self.track.Update(now, socks)
+	if self.st != nil {
+		self.st.updated(len(events) > 0)
+	}
+	for _, ev := range events {
 		c := ev.Conn
 		if !self.opts.listening && c.Direction == tracker.Listen {
 			continue
@@ -112,10 +137,10 @@ func (self *watcher) tick(scope vfilter.Scope, now time.Time) []*ordereddict.Dic
 			// Resolved now, while the process is alive: a process that
 			// lives half a second is still named.
 			if p, err := self.enr.Lookup(c.Pid); err == nil {
-				c.Info = procInfo(p)
+				c.Info = p
 			}
 		}
-		rows = append(rows, eventRow(&ev))
+		rows = append(rows, output{eventRow(&ev), ev})
 	}
 	return rows
 }
@@ -160,7 +185,7 @@ func eventRow(ev *tracker.Event) *ordereddict.Dict {
 		Set("Laddr", addr(s.Local.Addr().String(), s.Local.Port())).
 		Set("Raddr", addr(s.Remote.Addr().String(), s.Remote.Port())).
 		Set("Status", s.State.String()).
-		Set("ProcInfo", c.Info).
+		Set("ProcInfo", procInfo(c.Info)).
 		Set("Direction", string(c.Direction)).
 		Set("FirstSeen", c.FirstSeen)
 	if ev.Diff == tracker.Removed {
@@ -170,7 +195,8 @@ func eventRow(ev *tracker.Event) *ordereddict.Dict {
 	}
 	return row.
 		Set("ConnId", c.ID).
-		Set("Uid", s.UID)
+		Set("Uid", s.UID).
+		Set("Offline", ev.Offline)
 }
 
 func addr(ip string, port uint16) *ordereddict.Dict {
@@ -178,8 +204,14 @@ func addr(ip string, port uint16) *ordereddict.Dict {
 }
 
 // procInfo has the shape of process_tracker_get(), so that queries written
-// for it (ProcInfo.Data.Name) keep working.
-func procInfo(p *enricher.Process) *ordereddict.Dict {
+// for it (ProcInfo.Data.Name) keep working. The tracker keeps the
+// *enricher.Process resolved at Added (Conn.Info), so the removed row names
+// the same process, and a state file can keep it.
+func procInfo(info any) any {
+	p, ok := info.(*enricher.Process)
+	if !ok || p == nil {
+		return nil
+	}
 	return ordereddict.NewDict().
 		Set("Id", strconv.Itoa(int(p.Pid))).
 		Set("ParentId", strconv.Itoa(int(p.Ppid))).

@@ -1,0 +1,323 @@
+package netstat_watch
+
+import (
+	"context"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/Velocidex/ordereddict"
+
+	"github.com/netwatch-dfir/netwatch/vql/tracker"
+	"github.com/netwatch-dfir/netwatch/vql/watchstate"
+)
+
+// loopbackServer accepts on 127.0.0.1 and holds each connection until the
+// peer closes it.
+func loopbackServer(t *testing.T) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(io.Discard, c); c.Close() }()
+		}
+	}()
+	return ln
+}
+
+// holdingChild is a real process holding one loopback connection until it
+// is killed.
+func holdingChild(t *testing.T, addr string) (*exec.Cmd, uint32) {
+	t.Helper()
+	cmd, port := startChild(t, "tcp", addr, time.Minute)
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	return cmd, uint32(port)
+}
+
+func kill(cmd *exec.Cmd) {
+	cmd.Process.Kill()
+	cmd.Wait()
+}
+
+// runWatch runs the plugin until the rows about the given client ports
+// satisfy done (or timeout), then cancels it and waits for it to end (the
+// final state is written by then). It returns the rows about those ports.
+func runWatch(t *testing.T, query string, ports map[uint32]bool,
+	done func([]*ordereddict.Dict) bool, timeout time.Duration) ([]*ordereddict.Dict, *logRecorder) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	rows, logs := watch(t, ctx, query)
+	var got []*ordereddict.Dict
+	for row := range rows {
+		if p, ok := get(row, "Laddr.Port").(uint32); ok && ports[p] {
+			got = append(got, row)
+			if done(got) {
+				break
+			}
+		}
+	}
+	cancel()
+	for range rows {
+	}
+	waitPluginEnd(t)
+	return got, logs
+}
+
+// waitPluginEnd waits until the plugin's goroutines have ended (the query's
+// row channel closes before that): its final state is written by then.
+func waitPluginEnd(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for pluginGoroutines() > 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("plugin still running 5 s after the query was cancelled")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func rowsFor(rows []*ordereddict.Dict, port uint32) []string {
+	var out []string
+	for _, r := range rows {
+		if get(r, "Laddr.Port") == port {
+			out = append(out, get(r, "Diff").(string)+" offline="+strconv.FormatBool(get(r, "Offline") == true))
+		}
+	}
+	return out
+}
+
+func savedPorts(t *testing.T, path string) map[uint32]tracker.Saved {
+	t.Helper()
+	f, err := watchstate.Load(path)
+	if err != nil {
+		t.Fatalf("state file: %v", err)
+	}
+	out := map[uint32]tracker.Saved{}
+	for _, c := range f.Conns {
+		if !c.Closed {
+			out[uint32(c.Socket.Local.Port())] = c
+		}
+	}
+	return out
+}
+
+// The client restarts mid-stream, nothing lost: X open across the restart is
+// not reported again, Y opened while the watcher was down is added, Z
+// reported in run 1 and closed while it was down is removed; both Offline.
+func TestStateAcrossRestart(t *testing.T) {
+	ln := loopbackServer(t)
+	state := filepath.Join(t.TempDir(), "netstat_watch.state")
+	query := "SELECT * FROM netstat_watch(period=0.05, kinds='tcp', state='" + state + "')"
+
+	// Run 1: X and Z open and are reported.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	rows, logs := watch(t, ctx, query)
+	time.Sleep(200 * time.Millisecond) // past the baseline
+	xCmd, x := holdingChild(t, ln.Addr().String())
+	zCmd, z := holdingChild(t, ln.Addr().String())
+	run1 := map[uint32]*ordereddict.Dict{}
+	for row := range rows {
+		if p, _ := get(row, "Laddr.Port").(uint32); (p == x || p == z) && get(row, "Diff") == "added" {
+			run1[p] = row
+			if len(run1) == 2 {
+				break
+			}
+		}
+	}
+	cancel()
+	for range rows {
+	}
+	waitPluginEnd(t)
+	if len(run1) != 2 {
+		t.Fatalf("run 1: added rows for %v, want X %d and Z %d\nlogs: %s", run1, x, z, logs)
+	}
+	if !strings.Contains(logs.String(), "state "+state+": none yet") {
+		t.Errorf("run 1 start line: %s", logs)
+	}
+	st, err := os.Stat(state)
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("state file after run 1: %v, %v", st, err)
+	}
+	if saved := savedPorts(t, state); saved[x].ID == 0 || saved[z].ID == 0 {
+		t.Fatalf("state after run 1 lacks X or Z: %v", saved)
+	}
+
+	// Down time: Z closes, Y opens.
+	kill(zCmd)
+	yCmd, y := holdingChild(t, ln.Addr().String())
+	time.Sleep(100 * time.Millisecond)
+
+	// Run 2.
+	got, logs := runWatch(t, query, map[uint32]bool{x: true, y: true, z: true},
+		func(r []*ordereddict.Dict) bool { return len(rowsFor(r, y)) > 0 && len(rowsFor(r, z)) > 0 },
+		10*time.Second)
+	if r := rowsFor(got, x); r != nil {
+		t.Errorf("X, open across the restart, reported again: %v", r)
+	}
+	if r := rowsFor(got, y); len(r) != 1 || r[0] != "added offline=true" {
+		t.Errorf("Y, opened while down: %v, want one added offline", r)
+	}
+	if r := rowsFor(got, z); len(r) != 1 || r[0] != "removed offline=true" {
+		t.Errorf("Z, closed while down: %v, want one removed offline", r)
+	}
+	for _, r := range got {
+		switch get(r, "Laddr.Port") {
+		case y:
+			if get(r, "Pid") != int32(yCmd.Process.Pid) || get(r, "ProcInfo.Data.Name") != filepath.Base(os.Args[0]) {
+				t.Errorf("Y row: %v", r)
+			}
+		case z:
+			want := run1[z]
+			for _, col := range []string{"ConnId", "Pid", "FirstSeen", "ProcInfo.Data.Name", "ProcInfo.Data.CommandLine", "Direction"} {
+				if g, w := get(r, col), get(want, col); g == nil || !equalCol(g, w) {
+					t.Errorf("Z removed row %s = %v, run 1 said %v", col, g, w)
+				}
+			}
+			if d, _ := get(r, "Duration").(float64); d < 0.1 {
+				t.Errorf("Z Duration %v", get(r, "Duration"))
+			}
+		}
+	}
+	if !strings.Contains(logs.String(), "resuming from") || strings.Count(logs.String(), "netstat_watch:") != 1 {
+		t.Errorf("run 2 logs:\n%s", logs)
+	}
+
+	// Run 3: X ends while watched: removed, not offline, with run 1's
+	// ConnId and FirstSeen.
+	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rows, logs = watch(t, ctx, query)
+	time.Sleep(200 * time.Millisecond)
+	kill(xCmd)
+	var xr *ordereddict.Dict
+	for row := range rows {
+		if get(row, "Laddr.Port") == x {
+			xr = row
+			break
+		}
+	}
+	cancel()
+	for range rows {
+	}
+	waitPluginEnd(t)
+	if xr == nil || get(xr, "Diff") != "removed" || get(xr, "Offline") != false ||
+		get(xr, "ConnId") != get(run1[x], "ConnId") || !equalCol(get(xr, "FirstSeen"), get(run1[x], "FirstSeen")) {
+		t.Errorf("X end: %v\nrun 1 added: %v\nlogs: %s", xr, run1[x], logs)
+	}
+}
+
+func equalCol(a, b any) bool {
+	if ta, ok := a.(time.Time); ok {
+		tb, ok := b.(time.Time)
+		return ok && ta.Equal(tb)
+	}
+	return a == b
+}
+
+// While the plugin runs, the state is written when it changes (here every
+// 100 ms), not only at the end.
+func TestStateWrittenPeriodically(t *testing.T) {
+	defer func(d time.Duration) { stateInterval = d }(stateInterval)
+	stateInterval = 100 * time.Millisecond
+	ln := loopbackServer(t)
+	state := filepath.Join(t.TempDir(), "state")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rows, logs := watch(t, ctx, "SELECT * FROM netstat_watch(period=0.05, kinds='tcp', state='"+state+"')")
+	go func() {
+		for range rows {
+		}
+	}()
+	defer waitPluginEnd(t)
+	defer cancel()
+	time.Sleep(200 * time.Millisecond)
+	if _, err := watchstate.Load(state); err != nil {
+		t.Fatalf("baseline not written after the first snapshot: %v\n%s", err, logs)
+	}
+	_, port := holdingChild(t, ln.Addr().String())
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		if f, err := watchstate.Load(state); err == nil {
+			for _, c := range f.Conns {
+				if uint32(c.Socket.Local.Port()) == port && !c.Closed {
+					return
+				}
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Errorf("the new connection never reached the state file while running\n%s", logs)
+}
+
+// A damaged state file: one log line, then a normal baseline (the sockets
+// already there are not reported), and a good state at the end.
+func TestStateCorrupt(t *testing.T) {
+	ln := loopbackServer(t)
+	_, port := holdingChild(t, ln.Addr().String())
+	time.Sleep(50 * time.Millisecond)
+	dir := t.TempDir()
+	for name, content := range map[string]string{
+		"garbage":   "\x00\x01not a state\n",
+		"foreign":   "Client:\n  writeback_linux: /etc/velociraptor.writeback.yaml\n",
+		"truncated": "netwatch-netstat_watch-state 1 500 00000000\n{\"saved\":",
+		"empty":     "",
+	} {
+		t.Run(name, func(t *testing.T) {
+			state := filepath.Join(dir, name)
+			if err := os.WriteFile(state, []byte(content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			got, logs := runWatch(t, "SELECT * FROM netstat_watch(period=0.05, kinds='tcp', state='"+state+"')",
+				map[uint32]bool{port: true}, func([]*ordereddict.Dict) bool { return false }, 500*time.Millisecond)
+			if len(got) != 0 {
+				t.Errorf("baseline socket reported: %v", got)
+			}
+			if n := strings.Count(logs.String(), "unusable"); n != 1 {
+				t.Errorf("want one line about the state file, got %d:\n%s", n, logs)
+			}
+			if saved := savedPorts(t, state); saved[port].ID == 0 {
+				t.Errorf("state not rewritten with the baseline: %v", saved)
+			}
+		})
+	}
+}
+
+// Rows emit could not deliver when the query ended are saved as if they had
+// not happened.
+func TestWithoutUndelivered(t *testing.T) {
+	conn := func(id uint64) *tracker.Conn { return &tracker.Conn{ID: id, Pid: 7, Direction: tracker.Outbound} }
+	saved := []tracker.Saved{{ID: 1}, {ID: 2}, {ID: 3, Closed: true}, {ID: 5, Closed: true}}
+	got := withoutUndelivered(saved, []tracker.Event{
+		{Diff: tracker.Added, Conn: conn(2)},
+		{Diff: tracker.Removed, Conn: conn(3)}, // remnant still in the table
+		{Diff: tracker.Removed, Conn: conn(4)}, // gone from the table
+		{Diff: tracker.Added, Conn: conn(5)}, {Diff: tracker.Removed, Conn: conn(5)},
+	})
+	var s []string
+	for _, c := range got {
+		s = append(s, strconv.FormatUint(c.ID, 10)+":"+strconv.FormatBool(c.Closed))
+	}
+	if strings.Join(s, " ") != "1:false 3:false 4:false" {
+		t.Errorf("got %v", s)
+	}
+	capped := capRemnants([]tracker.Saved{{ID: 1, Closed: true}, {ID: 2}, {ID: 3, Closed: true}, {ID: 4, Closed: true}}, 2)
+	if len(capped) != 3 || capped[0].ID != 2 || capped[1].ID != 3 {
+		t.Errorf("capRemnants: %+v", capped)
+	}
+}
