@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"net/http"
@@ -244,7 +245,10 @@ WHERE Type = "connection"`, map[string]string{"NetwatchArtifact": serverArtifact
 		t.Errorf("the first alert of the outage should say why it was queued: %q", s)
 	}
 
-	// ---- 5. the token is nowhere -----------------------------------------
+	// ---- 5. permissions: a reader may neither watch sockets nor post -----
+	checkReaderRefused(ctx, t, d, hook)
+
+	// ---- 6. the token is nowhere -----------------------------------------
 	stopAll()
 	var files int
 	var leaks []string
@@ -265,6 +269,34 @@ WHERE Type = "connection"`, map[string]string{"NetwatchArtifact": serverArtifact
 	t.Logf("token absent from all %d files of the datastore and logs", files)
 	checkNothingLeft(t, []int{d.Pid()}, dir, d.Ports, children)
 	t.Logf("outage test done in %v", time.Since(start).Round(time.Millisecond))
+}
+
+// checkReaderRefused runs netstat_watch() and netwatch_webhook() as a
+// user with the reader role (query(runas=...), as the GUI's notebooks
+// would for that user): both are refused, naming the permission, and no
+// request reaches the receiver.
+func checkReaderRefused(ctx context.Context, t *testing.T, d *deploy.Deployment, hook *webhook.Receiver) {
+	t.Helper()
+	if _, err := d.Query(ctx, `SELECT user_create(user="netwatch-reader", roles=["reader"]) FROM scope()`, nil); err != nil {
+		t.Fatal(err)
+	}
+	before := len(hook.Alerts())
+	for _, tc := range []struct{ vql, perm string }{
+		{`SELECT * FROM netstat_watch(period=0.1) LIMIT 1`, "MACHINE_STATE"},
+		{`SELECT netwatch_webhook(url=HookURL, data='{"text": "reader"}') FROM scope()`, "NETWORK"},
+	} {
+		_, logs, err := d.QueryRaw(ctx, `SELECT * FROM query(query=Q, runas="netwatch-reader",
+		    env=dict(HookURL=HookURL))`, map[string]string{"Q": tc.vql, "HookURL": hook.URL()}, "jsonl")
+		var qe *deploy.QueryError
+		refused := errors.As(err, &qe) && strings.Contains(strings.Join(qe.Log, " "), tc.perm)
+		if !refused {
+			t.Errorf("%s as a reader: want a permission error naming %s; got err %v, log %q", tc.vql, tc.perm, err, logs)
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+	if n := len(hook.Alerts()) - before; n != 0 {
+		t.Errorf("%d webhooks arrived from a reader's query", n)
+	}
 }
 
 // waitUntil polls cond for up to 30 s.
