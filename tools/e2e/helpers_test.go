@@ -202,10 +202,20 @@ func within(ctx context.Context, d time.Duration, f func(ctx context.Context) er
 func waitLive(ctx context.Context, t *testing.T, children *connector, hook *webhook.Receiver,
 	addr string, match func(webhook.Alert) bool) conn {
 	t.Helper()
+	return waitLiveHold(ctx, t, children, hook, addr, 300*time.Millisecond, match)
+}
+
+// waitLiveHold is waitLive with connections held for hold: at least two
+// periods of the client artifact, so that it sees them with their
+// process (a shorter one is reported through its TIME_WAIT remnant,
+// without one, which a process filter drops).
+func waitLiveHold(ctx context.Context, t *testing.T, children *connector, hook *webhook.Receiver,
+	addr string, hold time.Duration, match func(webhook.Alert) bool) conn {
+	t.Helper()
 	deadline := time.Now().Add(90 * time.Second)
 	tried := map[int]conn{}
 	for time.Now().Before(deadline) && ctx.Err() == nil {
-		c := children.connect(ctx, addr, 300*time.Millisecond)
+		c := children.connect(ctx, addr, hold)
 		tried[c.pid] = c
 		var got webhook.Alert
 		err := within(ctx, 5*time.Second, func(ctx context.Context) error {

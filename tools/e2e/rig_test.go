@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -42,7 +43,16 @@ var clientParams = map[string]string{
 }
 
 func newRig(ctx context.Context, t *testing.T, binary, exe string) *rig {
-	r := &rig{t: t, ctx: ctx, binary: binary, dir: t.TempDir(), children: &connector{t: t, exe: exe}}
+	dir := t.TempDir()
+	// To look at the logs and the datastore after a run: they are kept
+	// in NETWATCH_E2E_KEEP/TestName (emptied first).
+	if keep := os.Getenv("NETWATCH_E2E_KEEP"); keep != "" {
+		dir = filepath.Join(keep, t.Name())
+		if err := os.RemoveAll(dir); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := &rig{t: t, ctx: ctx, binary: binary, dir: dir, children: &connector{t: t, exe: exe}}
 	t.Cleanup(r.stopAll)
 	t.Cleanup(func() {
 		if t.Failed() && r.d != nil {

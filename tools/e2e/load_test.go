@@ -1,0 +1,291 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/netwatch-dfir/netwatch/tools/deploy"
+	"github.com/netwatch-dfir/netwatch/tools/webhook"
+)
+
+// TestPool runs upstream's pool_client: NETWATCH_LOAD_CLIENTS virtual
+// clients (15 by default, `make load` 200) in one process against one
+// server, all running the client artifact. The virtual clients share this
+// host, so each reports the same connections: one connection to the
+// alerted port must give exactly one webhook per virtual client. It
+// reports the server's and the pool's CPU time and peak memory, and
+// writes them to NETWATCH_LOAD_REPORT if set.
+func TestPool(t *testing.T) {
+	binary, exe, processName := needBinary(t)
+	n := 15
+	if s := os.Getenv("NETWATCH_LOAD_CLIENTS"); s != "" {
+		var err error
+		if n, err = strconv.Atoi(s); err != nil || n < 1 {
+			t.Fatalf("NETWATCH_LOAD_CLIENTS=%q: want a positive number", s)
+		}
+	}
+	// Enrolment is the slow part (each virtual client makes its key and
+	// is interrogated): budget it per client.
+	budget := 2*time.Minute + time.Duration(n)*1500*time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), budget)
+	defer cancel()
+	testStart := time.Now()
+
+	target := listen(t, "127.0.0.1")
+	canary := listen(t, "127.0.0.1")
+	hook, err := webhook.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hook.Close() })
+
+	r := newRig(ctx, t, binary, exe)
+	r.startServer(deploy.Ports{})
+	serverPid := r.d.Pid()
+
+	// The pool takes its event table once, from its first virtual client
+	// to get one, so the monitoring is set before it starts. Period 1 keeps
+	// the one shared query cheap on 2 cores; velociraptor's own
+	// connections are excluded, or each virtual client would report the
+	// pool's N connections to the server (and every reconnection).
+	params := map[string]string{}
+	for k, v := range clientParams {
+		params[k] = v
+	}
+	params["Period"] = "1"
+	params["ExcludeProcessRegex"] = "^velociraptor$"
+	if err := r.d.SetClientMonitoring(ctx, deploy.ClientArtifact, params); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.d.SetServerMonitoring(ctx, deploy.ServerArtifact, map[string]string{
+		"WebHook":          hook.URL(),
+		"WebHookFormat":    "json",
+		"RemotePortRegex":  fmt.Sprintf("^(%d|%d)$", target.port, canary.port),
+		"ProcessNameRegex": "^" + regexp.QuoteMeta(processName) + "$",
+		"DedupSeconds":     "0",
+		"RateLimit":        "0",
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	// ---- enrolment -------------------------------------------------------
+	cpu0 := cpuTime(serverPid)
+	poolStart := time.Now()
+	pool, err := r.d.StartPool(ctx, deploy.PoolOptions{Name: "load", Number: n})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.track(pool)
+	ids := map[string]bool{}
+	for len(ids) < n {
+		clients, err := r.d.Clients(ctx)
+		if err == nil {
+			for _, c := range clients {
+				ids[c.ID] = true
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%d of %d virtual clients enrolled after %v; pool log:\n%s",
+				len(ids), n, time.Since(poolStart), pool.LogTail(20))
+		case <-pool.Done():
+			t.Fatalf("pool_client exited:\n%s", pool.LogTail(20))
+		case <-time.After(time.Second):
+		}
+	}
+	enrolled := time.Since(poolStart)
+	cpuEnrol := cpuTime(serverPid) - cpu0
+	poolCPUEnrol := cpuTime(pool.Pid())
+	t.Logf("%d virtual clients enrolled in %v (server CPU %v, pool CPU %v)", n,
+		enrolled.Round(time.Millisecond), cpuEnrol.Round(time.Millisecond), poolCPUEnrol.Round(time.Millisecond))
+
+	// ---- the alert path is live for the pool -----------------------------
+	// Canary connections until one alerts: the pool's shared query runs and
+	// the server alerts on its rows. Then wait until the canaries' webhooks
+	// stop coming, so they do not overlap with the measured connection.
+	liveStart := time.Now()
+	waitLiveHold(ctx, t, r.children, hook, canary.addr(), 2500*time.Millisecond, func(a webhook.Alert) bool {
+		return a.Raddr.Port == canary.port
+	})
+	settle(ctx, hook, 3*time.Second)
+	live := time.Since(liveStart)
+	canaries := len(hook.Alerts())
+
+	// ---- one connection: one webhook per virtual client -------------------
+	// Held 2.5 s: a period of 1 s sees it at least twice with its process.
+	cpu1, poolCPU1 := cpuTime(serverPid), cpuTime(pool.Pid())
+	c := r.children.connect(ctx, target.addr(), 2500*time.Millisecond)
+	deadline := time.Now().Add(30*time.Second + time.Duration(n)*100*time.Millisecond)
+	var got []webhook.Alert
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		got = hook.Matching(func(a webhook.Alert) bool { return a.Process.Pid == c.pid })
+		if len(got) >= n {
+			break
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	allIn := time.Since(c.started)
+	// Doubles would come late: wait a little longer before counting.
+	settle(ctx, hook, 5*time.Second)
+	got = hook.Matching(func(a webhook.Alert) bool { return a.Process.Pid == c.pid })
+	cpuAlert := cpuTime(serverPid) - cpu1
+	poolCPUAlert := cpuTime(pool.Pid()) - poolCPU1
+	perClient := map[string]int{}
+	var first, last time.Time
+	for _, a := range got {
+		perClient[a.ClientId]++
+		if first.IsZero() || a.Received.Before(first) {
+			first = a.Received
+		}
+		if a.Received.After(last) {
+			last = a.Received
+		}
+	}
+	doubled := 0
+	for id, k := range perClient {
+		if !ids[id] {
+			t.Errorf("webhook for client %s, which is not one of the pool's", id)
+		}
+		if k > 1 {
+			doubled++
+			t.Errorf("client %s: %d webhooks for the one connection, want 1", id, k)
+		}
+	}
+	if doubled > 0 {
+		// Are the rows doubled in storage too, and are they one row sent
+		// twice (same ConnId) or two watchers' rows?
+		for id, k := range perClient {
+			if k < 2 {
+				continue
+			}
+			rows, err := r.rowsSince(id, c.started.Add(-2*time.Second))
+			for _, row := range filterRows(rows, c.pid, target.port, "added") {
+				t.Logf("client %s stored row: ConnId %v Timestamp %v FirstSeen %v (err %v)",
+					id, row["ConnId"], row["Timestamp"], row["FirstSeen"], err)
+			}
+			break
+		}
+	}
+	if len(got) != n || len(perClient) != n {
+		t.Errorf("%d webhooks from %d distinct clients for pid %d's connection, want %d from %d",
+			len(got), len(perClient), c.pid, n, n)
+	}
+	t.Logf("one connection: %d webhooks from %d clients; first %v, last %v after it opened",
+		len(got), len(perClient), first.Sub(c.started).Round(time.Millisecond),
+		last.Sub(c.started).Round(time.Millisecond))
+
+	// ---- steady state: monitoring with nothing to alert on ----------------
+	const idle = 20 * time.Second
+	cpu2, poolCPU2 := cpuTime(serverPid), cpuTime(pool.Pid())
+	time.Sleep(idle)
+	cpuIdle, poolCPUIdle := cpuTime(serverPid)-cpu2, cpuTime(pool.Pid())-poolCPU2
+	serverHWM, poolHWM := vmHWM(serverPid), vmHWM(pool.Pid())
+
+	report := fmt.Sprintf(`## Load: %d virtual clients (pool_client), one server
+
+Measured %s on %s by TestPool (tools/e2e/load_test.go), Period 1 s.
+
+| | server (gui --noclient) | pool_client |
+| --- | ---: | ---: |
+| enrolment of %d clients: wall time | %v | |
+| CPU during enrolment | %v | %v |
+| CPU for one connection's %d alerts (%v window) | %v | %v |
+| CPU per second, idle monitoring (%v) | %.1f ms/s | %.1f ms/s |
+| peak RSS (VmHWM) | %d MiB | %d MiB |
+
+- alert path live %v after enrolment (canaries: %d webhooks);
+- one connection: %d webhooks, %d distinct clients, %d doubled; first %v, last %v after the connection opened (all in after %v).
+`, n, time.Now().UTC().Format(time.RFC3339), hostDesc(), n, enrolled.Round(time.Second),
+		cpuEnrol.Round(10*time.Millisecond), poolCPUEnrol.Round(10*time.Millisecond),
+		n, (allIn + 5*time.Second).Round(time.Second), cpuAlert.Round(10*time.Millisecond), poolCPUAlert.Round(10*time.Millisecond),
+		idle, msPerSec(cpuIdle, idle), msPerSec(poolCPUIdle, idle),
+		serverHWM>>10, poolHWM>>10,
+		live.Round(time.Second), canaries,
+		len(got), len(perClient), doubled, first.Sub(c.started).Round(time.Millisecond),
+		last.Sub(c.started).Round(time.Millisecond), allIn.Round(time.Millisecond))
+	t.Log("\n" + report)
+	if path := os.Getenv("NETWATCH_LOAD_REPORT"); path != "" {
+		if err := os.WriteFile(path, []byte(report), 0o644); err != nil {
+			t.Error(err)
+		} else {
+			t.Logf("wrote %s", path)
+		}
+	}
+
+	r.checkNothingLeft()
+	t.Logf("pool test done in %v", time.Since(testStart).Round(time.Millisecond))
+}
+
+// settle waits until no webhook has arrived for quiet (bounded by ctx).
+func settle(ctx context.Context, hook *webhook.Receiver, quiet time.Duration) {
+	for ctx.Err() == nil {
+		before := len(hook.Alerts())
+		select {
+		case <-ctx.Done():
+		case <-time.After(quiet):
+		}
+		if len(hook.Alerts()) == before {
+			return
+		}
+	}
+}
+
+// cpuTime is the user + system CPU time of a process (all its threads)
+// from /proc/PID/stat, or 0 once it is gone.
+func cpuTime(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	f := strings.Fields(string(b[i+1:]))
+	// utime and stime are fields 14 and 15 of stat, 12 and 13 after comm.
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	const clkTck = 100 // USER_HZ on Linux
+	return time.Duration(ut+st) * time.Second / clkTck
+}
+
+// vmHWM is the peak resident set size of a process in KiB.
+func vmHWM(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			k, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return k
+		}
+	}
+	return 0
+}
+
+func msPerSec(cpu, wall time.Duration) float64 {
+	return float64(cpu.Milliseconds()) / wall.Seconds()
+}
+
+// hostDesc names the machine the figures come from: CPU count and model.
+func hostDesc() string {
+	model := ""
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "model name"); ok {
+				model = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	cpus, _ := filepath.Glob("/sys/devices/system/cpu/cpu[0-9]*")
+	return fmt.Sprintf("%d CPUs (%s)", len(cpus), model)
+}
