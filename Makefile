@@ -4,6 +4,7 @@
 #   make windows    build/velociraptor.exe
 #   make test       everything CI runs
 #   make run        local server + client + webhook receiver on loopback
+#   make load       200 virtual clients against one server (build/load-report.md)
 #
 # Velociraptor's source is staged from the Go module cache into
 # build/upstream (tools/build/stage.sh); nothing of it is committed.
@@ -26,7 +27,7 @@ ASSETS     := $(STAGE)/artifacts/assets/ab0x.go
 
 PACK       := $(BUILD)/netwatch-artifacts.zip
 
-.PHONY: all windows darwin wine-smoke pack stage test unit fuzz golden cross vet run run-fresh bench bench-quick test-browser soak clean distclean
+.PHONY: all windows darwin wine-smoke pack stage test unit fuzz golden cross vet run run-fresh bench bench-quick test-browser soak load clean distclean
 
 all: $(BINARY)
 
@@ -102,6 +103,15 @@ cross: $(ASSETS)
 # back down once the TIME_WAIT remnants expire (about 3 minutes in all).
 soak: $(ASSETS)
 	NETWATCH_SOAK=1m $(GO) test -count=1 -run TestChurnNoLossNoDup -v -timeout 10m ./vql/netstat_watch/
+
+# NETWATCH_LOAD_CLIENTS (200) virtual clients of upstream's pool_client
+# against one server, all running the client artifact; one connection must
+# alert once per client. Figures in build/load-report.md (a few minutes).
+NETWATCH_LOAD_CLIENTS ?= 200
+load: $(BINARY)
+	NETWATCH_BINARY=$(abspath $(BINARY)) NETWATCH_LOAD_CLIENTS=$(NETWATCH_LOAD_CLIENTS) \
+	NETWATCH_LOAD_REPORT=$(abspath $(BUILD))/load-report.md \
+	  $(GO) test -count=1 -run '^TestPool$$' -v -timeout 20m ./tools/e2e/
 
 golden: $(BINARY)
 	tools/golden/run.sh $(BINARY)
