@@ -207,39 +207,18 @@ func (WebhookFunction) Call(ctx context.Context, scope vfilter.Scope,
 	// the query: the retry loop outlives this call.
 	root := vql_subsystem.GetRootScope(scope)
 	key := c.key(a.Headers)
-	sender, _ := vql_subsystem.CacheGet(root, key).(*Sender)
-	if sender == nil {
-		if c.secret != "" {
-			if err := c.resolveSecret(ctx, scope); err != nil {
-				scope.Log("%s: %v", functionName, err)
-				return vfilter.Null{}
-			}
-		}
-		client, err := c.client(scope)
-		if err != nil {
+	var sender *Sender
+	switch v := vql_subsystem.CacheGet(root, key).(type) {
+	case *Sender:
+		sender = v
+	case setupError:
+		// Said once already: a missing secret must not log per alert.
+		return vfilter.Null{}
+	default:
+		var err error
+		if sender, err = startSender(ctx, scope, root, c, a.Headers); err != nil {
 			scope.Log("%s: %v", functionName, err)
-			return vfilter.Null{}
-		}
-		header := c.headers.Clone()
-		header.Set("Content-Type", c.contentType)
-		if a.Headers != nil {
-			for _, k := range a.Headers.Keys() {
-				v, _ := a.Headers.Get(k)
-				header.Set(k, fmt.Sprint(v))
-			}
-		}
-		sender = New(context.Background(), Options{
-			URL: c.url, Client: client, Header: header,
-			RetryDelay: c.retryDelay, MaxDelay: c.maxDelay, QueueSize: c.queueSize,
-			KeepBytes: c.keepBytes,
-			Logf: func(format string, args ...any) {
-				root.Log("%s: "+format, append([]any{functionName}, args...)...)
-			},
-		})
-		if err := root.AddDestructor(sender.Close); err != nil {
-			// The query is already ending: nothing would retry.
-			sender.Close()
-			scope.Log("%s: %v", functionName, err)
+			vql_subsystem.CacheSet(root, key, setupError{err})
 			return vfilter.Null{}
 		}
 		vql_subsystem.CacheSet(root, key, sender)
@@ -252,6 +231,46 @@ func (WebhookFunction) Call(ctx context.Context, scope vfilter.Scope,
 		Set("Code", r.Code).
 		Set("Response", r.Response).
 		Set("Waiting", r.Waiting)
+}
+
+// setupError marks a receiver that could not be set up in this query.
+type setupError struct{ error }
+
+// startSender resolves the secret, builds the client and starts a Sender
+// that ends with the root scope (the query).
+func startSender(ctx context.Context, scope, root vfilter.Scope, c *config,
+	extra *ordereddict.Dict) (*Sender, error) {
+	if c.secret != "" {
+		if err := c.resolveSecret(ctx, scope); err != nil {
+			return nil, err
+		}
+	}
+	client, err := c.client(scope)
+	if err != nil {
+		return nil, err
+	}
+	header := c.headers.Clone()
+	header.Set("Content-Type", c.contentType)
+	if extra != nil {
+		for _, k := range extra.Keys() {
+			v, _ := extra.Get(k)
+			header.Set(k, fmt.Sprint(v))
+		}
+	}
+	sender := New(context.Background(), Options{
+		URL: c.url, Client: client, Header: header,
+		RetryDelay: c.retryDelay, MaxDelay: c.maxDelay, QueueSize: c.queueSize,
+		KeepBytes: c.keepBytes,
+		Logf: func(format string, args ...any) {
+			root.Log("%s: "+format, append([]any{functionName}, args...)...)
+		},
+	})
+	if err := root.AddDestructor(sender.Close); err != nil {
+		// The query is already ending: nothing would retry.
+		sender.Close()
+		return nil, err
+	}
+	return sender, nil
 }
 
 // redactArgError keeps a URL given in a wrongly typed argument out of the

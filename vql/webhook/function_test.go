@@ -245,3 +245,21 @@ func TestFunctionDocs(t *testing.T) {
 	testutil.CheckVQLDocs(t, "../../docs/vql/netwatch_webhook.yaml", functionName,
 		acls.NETWORK.String(), WebhookArgs{})
 }
+
+// A receiver that cannot be set up (here: a secret outside the server)
+// is reported once per query, not once per alert.
+func TestFunctionSetupErrorLoggedOnce(t *testing.T) {
+	rows, logs := run(t, acl_managers.NullACLManager{},
+		`SELECT netwatch_webhook(secret="netwatch-missing", data="x") AS R FROM range(end=3)`, nil)
+	if len(rows) != 3 {
+		t.Fatalf("rows %v", rows)
+	}
+	for _, r := range rows {
+		if v, _ := r.Get("R"); !utils.IsNil(v) {
+			t.Errorf("returned %v, want NULL", v)
+		}
+	}
+	if n := strings.Count(logs, "secrets can only be used on the server"); n != 1 {
+		t.Errorf("%d error lines for 3 alerts, want 1: %q", n, logs)
+	}
+}
