@@ -24,6 +24,13 @@ import (
 // and nothing on a quiet one.
 var stateInterval = 5 * time.Second
 
+// stateBytesPerSecond bounds the average write rate: a host with tens of
+// thousands of connections (a state of megabytes) is written less often
+// than every stateInterval, so that the agent never wears the disk or
+// spends its CPU re-encoding the table (64k connections: ~10 MB, written
+// every ~80 s). A crash then repeats more rows, and still loses none.
+const stateBytesPerSecond = 128 << 10
+
 // maxRemnants bounds the closed connections kept (only so that their
 // TIME_WAIT remnants are not reported as new after a restart): under heavy
 // churn the table holds one per connection of the last minute. Beyond it the
@@ -41,6 +48,7 @@ type stateKeeper struct {
 	ready    bool // the tracker has a snapshot: its state is worth saving
 	dirty    bool // changed since the last write
 	lastSave time.Time
+	lastSize int // bytes of the last state handed to the writer
 	pending  []tracker.Event // events whose rows were not delivered
 
 	ch   chan []byte // to the writer; holds the latest state only
@@ -144,10 +152,16 @@ func (self *stateKeeper) undelivered(out []output) {
 	}
 }
 
+// interval is the least time between two writes: stateInterval, longer for
+// a big state (stateBytesPerSecond).
+func (self *stateKeeper) interval() time.Duration {
+	return max(stateInterval, time.Duration(self.lastSize)*time.Second/stateBytesPerSecond)
+}
+
 // maybeSave hands the state to the writer if it changed and the last write
-// is stateInterval old.
+// is interval() old.
 func (self *stateKeeper) maybeSave(w *watcher, now time.Time) {
-	if !self.ready || !self.dirty || now.Sub(self.lastSave) < stateInterval {
+	if !self.ready || !self.dirty || now.Sub(self.lastSave) < self.interval() {
 		return
 	}
 	b, err := self.encode(w, now)
@@ -166,6 +180,7 @@ func (self *stateKeeper) maybeSave(w *watcher, now time.Time) {
 	}
 	self.dirty = false
 	self.lastSave = now
+	self.lastSize = len(b)
 }
 
 // stop waits for the writer and writes the final state, unless no snapshot

@@ -321,3 +321,24 @@ func TestWithoutUndelivered(t *testing.T) {
 		t.Errorf("capRemnants: %+v", capped)
 	}
 }
+
+// A big state is written less often: the average write rate stays under
+// stateBytesPerSecond however many connections the host has.
+func TestStateIntervalGrowsWithSize(t *testing.T) {
+	for _, tc := range []struct {
+		size int
+		want time.Duration
+	}{
+		{0, stateInterval},
+		{600 << 10, stateInterval}, // 4,000 connections
+		{10 << 20, 80 * time.Second},
+	} {
+		st := &stateKeeper{lastSize: tc.size}
+		if got := st.interval(); got != tc.want {
+			t.Errorf("state of %d bytes: written every %v, want %v", tc.size, got, tc.want)
+		}
+		if tc.size > 0 && float64(tc.size)/st.interval().Seconds() > stateBytesPerSecond {
+			t.Errorf("state of %d bytes: %.0f B/s on average", tc.size, float64(tc.size)/st.interval().Seconds())
+		}
+	}
+}
