@@ -89,17 +89,28 @@ func TestClientRestart(t *testing.T) {
 			"not reported (the restarted plugin's first snapshot is its baseline)", c.pid, n)
 	}
 	// The rows of the last moments before the kill were still in the
-	// client's buffer (sent at most every event_max_wait, 1 s here): the
-	// buffer does not survive the process, so they are lost.
-	burstRows := 0
+	// client's buffer (sent at most every event_max_wait, 1 s here, plus
+	// jitter): the buffer does not survive the process. A plugin that
+	// remembers what it reported (its state file) may report at restart
+	// connections still in the table (TIME_WAIT remnants) that it reported
+	// after its last save: those show twice. Both are logged, not asserted:
+	// the client artifact gives no delivery guarantee across a SIGKILL.
+	burstPorts := map[int]int{}
 	for _, row := range rows {
 		raddr, _ := row["Raddr"].(map[string]any)
+		laddr, _ := row["Laddr"].(map[string]any)
 		if row["Diff"] == "added" && num(raddr["Port"]) == burst.port {
-			burstRows++
+			burstPorts[num(laddr["Port"])]++
 		}
 	}
-	t.Logf("SIGKILL: %d connections made in the 3 s before the kill, %d of them stored; "+
-		"the rest were in the killed client's buffer", burstMade, burstRows)
+	twice := 0
+	for _, k := range burstPorts {
+		if k > 1 {
+			twice++
+		}
+	}
+	t.Logf("SIGKILL: %d connections made in the 3 s before the kill; %d of them stored, %d of those twice",
+		burstMade, len(burstPorts), twice)
 	if errs := logErrors(client.LogPath, "===== netwatch deploy: starting"); len(errs) > 0 {
 		t.Errorf("restarted client logged errors:\n%s", strings.Join(errs, "\n"))
 	}
