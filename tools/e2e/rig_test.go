@@ -196,9 +196,9 @@ func (r *rig) waitMonitoringLive(clientID, addr string) conn {
 
 // dialLoop makes a short connection to addr from the test process itself
 // every period until stop is closed: a steady stream of client events.
-func dialLoop(addr string, period time.Duration, stop <-chan struct{}) (wait func() int) {
+func dialLoop(addr string, period time.Duration, stop <-chan struct{}) (wait func() []int) {
 	var wg sync.WaitGroup
-	n := 0
+	var ports []int // the local port of each connection made
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -211,12 +211,12 @@ func dialLoop(addr string, period time.Duration, stop <-chan struct{}) (wait fun
 			case <-tick.C:
 			}
 			if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
-				n++
+				ports = append(ports, c.LocalAddr().(*net.TCPAddr).Port)
 				c.Close()
 			}
 		}
 	}()
-	return func() int { wg.Wait(); return n }
+	return func() []int { wg.Wait(); return ports }
 }
 
 // logErrors returns the ERROR lines (and panics) of a velociraptor log
