@@ -347,3 +347,19 @@ func containsInt(list []int, v int) bool {
 	}
 	return false
 }
+
+// workDir is the deployment's folder: a temporary one, or, to look at the
+// logs and the datastore after a run, NETWATCH_E2E_KEEP/TestName (emptied
+// first).
+func workDir(t *testing.T) string {
+	t.Helper()
+	keep := os.Getenv("NETWATCH_E2E_KEEP")
+	if keep == "" {
+		return t.TempDir()
+	}
+	dir := filepath.Join(keep, t.Name())
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}

@@ -42,7 +42,7 @@ func TestWebhookOutage(t *testing.T) {
 	alertLn := listen(t, "127.0.0.1")
 	canaryLn := listen(t, "127.0.0.1")
 
-	dir := t.TempDir()
+	dir := workDir(t)
 	var d *deploy.Deployment
 	if err := within(ctx, 2*time.Minute, func(ctx context.Context) error {
 		d, err = deploy.Start(ctx, deploy.Options{Binary: binary, Dir: dir})
@@ -95,7 +95,7 @@ FROM scope()`, map[string]string{"UrlFile": urlFile}); err != nil {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.SetServerMonitoring(ctx, serverArtifact, map[string]string{
+	serverParams := map[string]string{
 		"WebHookSecret":     "netwatch-e2e",
 		"WebHookFormat":     "json",
 		"RemotePortRegex":   fmt.Sprintf("^(%d|%d)$", alertLn.port, canaryLn.port),
@@ -103,7 +103,8 @@ FROM scope()`, map[string]string{"UrlFile": urlFile}); err != nil {
 		"RateLimit":         "0",
 		"WebHookRetryDelay": "0.5",
 		"WebHookTimeout":    "1",
-	}); err != nil {
+	}
+	if err := d.SetServerMonitoring(ctx, serverArtifact, serverParams); err != nil {
 		t.Fatal(err)
 	}
 	waitLive(ctx, t, children, hook, canaryLn.addr(), func(a webhook.Alert) bool {
@@ -214,7 +215,45 @@ FROM scope()`, map[string]string{"UrlFile": urlFile}); err != nil {
 	checkInOrder("slow receiver", slow, order)
 	t.Logf("slow receiver: all %d alerts delivered, %d more than once (an answer later than WebHookTimeout counts as a failure)", len(slow), dup)
 
-	// ---- 4. nothing lost in Velociraptor's storage -------------------------
+	// ---- 4. the alert query restarts while alerts are queued ---------------
+	// Changing the server monitoring table restarts the alert query (as a
+	// server restart does): its queue of undelivered webhooks goes with
+	// it, and events arriving before the new query subscribes are not
+	// seen live. The new query replays what was stored since its cursor.
+	if err := hook.Close(); err != nil {
+		t.Fatal(err)
+	}
+	queued := connectN(2)
+	time.Sleep(3 * time.Second) // processed and queued; the cursor written
+	serverParams["WebHookRetryDelay"] = "0.6" // a change: the query restarts
+	if err := d.SetServerMonitoring(ctx, serverArtifact, serverParams); err != nil {
+		t.Fatal(err)
+	}
+	gap := connectN(1) // while the new query starts
+	queued = append(queued, gap...)
+	all = append(all, queued...)
+	time.Sleep(4 * time.Second)
+	if err := hook.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	back = time.Now()
+	counts, _ = deliveries("alert query restarted", queued)
+	t.Logf("alert query restarted with 2 alerts queued and 1 connection during its start: all %d alerted %v after the receiver came back (per connection: %v)",
+		len(queued), time.Since(back).Round(100*time.Millisecond), counts)
+	logs, _ := filepath.Glob(filepath.Join(dir, "server_artifact_logs", serverArtifact, "*.json"))
+	line := ""
+	for _, l := range logs {
+		if m := grepLog(l, "caught up on", 1); m != "" {
+			line = m
+		}
+	}
+	if line == "" {
+		t.Errorf("the restarted alert query did not log its catch-up")
+	} else {
+		t.Logf("%s", line)
+	}
+
+	// ---- 5. nothing lost in Velociraptor's storage -------------------------
 	from := all[0].started.Add(-2 * time.Second)
 	waitRows(ctx, t, d, client.ID, from, func(rows []deploy.Row) bool {
 		for _, c := range all {
@@ -245,10 +284,10 @@ WHERE Type = "connection"`, map[string]string{"NetwatchArtifact": serverArtifact
 		t.Errorf("the first alert of the outage should say why it was queued: %q", s)
 	}
 
-	// ---- 5. permissions: a reader may neither watch sockets nor post -----
+	// ---- 6. permissions: a reader may neither watch sockets nor post -----
 	checkReaderRefused(ctx, t, d, hook)
 
-	// ---- 6. the token is nowhere -----------------------------------------
+	// ---- 7. the token is nowhere -----------------------------------------
 	stopAll()
 	var files int
 	var leaks []string

@@ -4,7 +4,6 @@ import (
 	"context"
 	"net"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -43,15 +42,7 @@ var clientParams = map[string]string{
 }
 
 func newRig(ctx context.Context, t *testing.T, binary, exe string) *rig {
-	dir := t.TempDir()
-	// To look at the logs and the datastore after a run: they are kept
-	// in NETWATCH_E2E_KEEP/TestName (emptied first).
-	if keep := os.Getenv("NETWATCH_E2E_KEEP"); keep != "" {
-		dir = filepath.Join(keep, t.Name())
-		if err := os.RemoveAll(dir); err != nil {
-			t.Fatal(err)
-		}
-	}
+	dir := workDir(t)
 	r := &rig{t: t, ctx: ctx, binary: binary, dir: dir, children: &connector{t: t, exe: exe}}
 	t.Cleanup(r.stopAll)
 	t.Cleanup(func() {
