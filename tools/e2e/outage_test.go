@@ -224,7 +224,7 @@ FROM scope()`, map[string]string{"UrlFile": urlFile}); err != nil {
 		t.Fatal(err)
 	}
 	queued := connectN(2)
-	time.Sleep(3 * time.Second) // processed and queued; the cursor written
+	time.Sleep(3 * time.Second)               // processed and queued; the cursor written
 	serverParams["WebHookRetryDelay"] = "0.6" // a change: the query restarts
 	if err := d.SetServerMonitoring(ctx, serverArtifact, serverParams); err != nil {
 		t.Fatal(err)

@@ -48,7 +48,7 @@ type stateKeeper struct {
 	ready    bool // the tracker has a snapshot: its state is worth saving
 	dirty    bool // changed since the last write
 	lastSave time.Time
-	lastSize int // bytes of the last state handed to the writer
+	lastSize int             // bytes of the last state handed to the writer
 	pending  []tracker.Event // events whose rows were not delivered
 
 	ch   chan []byte // to the writer; holds the latest state only
