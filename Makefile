@@ -76,6 +76,8 @@ wine-smoke: $(BUILD)/velociraptor.exe
 test: vet unit fuzz cross golden
 
 vet: $(ASSETS)
+	@unformatted=$$(gofmt -l vql tools internal); \
+	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
 
 unit: $(BINARY)

@@ -29,7 +29,7 @@ var stateInterval = 5 * time.Second
 // than every stateInterval, so that the agent never wears the disk or
 // spends its CPU re-encoding the table (64k connections: ~10 MB, written
 // every ~80 s). A crash then repeats more rows, and still loses none.
-const stateBytesPerSecond = 128 << 10
+var stateBytesPerSecond = 128 << 10
 
 // maxRemnants bounds the closed connections kept (only so that their
 // TIME_WAIT remnants are not reported as new after a restart): under heavy
