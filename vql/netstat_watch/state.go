@@ -155,7 +155,7 @@ func (self *stateKeeper) undelivered(out []output) {
 // interval is the least time between two writes: stateInterval, longer for
 // a big state (stateBytesPerSecond).
 func (self *stateKeeper) interval() time.Duration {
-	return max(stateInterval, time.Duration(self.lastSize)*time.Second/stateBytesPerSecond)
+	return max(stateInterval, time.Duration(self.lastSize)*time.Second/time.Duration(stateBytesPerSecond))
 }
 
 // maybeSave hands the state to the writer if it changed and the last write
