@@ -360,16 +360,7 @@ func (d *Deployment) Stop() error {
 		if d.cmd == nil || d.cmd.Process == nil {
 			return
 		}
-		pgid := d.cmd.Process.Pid
-		_ = syscall.Kill(-pgid, syscall.SIGTERM)
-		select {
-		case <-d.done:
-		case <-time.After(20 * time.Second):
-			_ = syscall.Kill(-pgid, syscall.SIGKILL)
-			<-d.done
-		}
-		// Anything velociraptor started in its group goes too.
-		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		endGroup(d.cmd, d.done, syscall.SIGTERM, 20*time.Second)
 		if d.logFile != nil {
 			d.logFile.Close()
 		}
@@ -378,17 +369,7 @@ func (d *Deployment) Stop() error {
 }
 
 // LogTail returns the last n lines of velociraptor's output.
-func (d *Deployment) LogTail(n int) string {
-	b, err := os.ReadFile(d.LogPath)
-	if err != nil {
-		return ""
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
+func (d *Deployment) LogTail(n int) string { return tail(d.LogPath, n) }
 
 // run runs the binary for a one-off command and returns its stdout.
 func (d *Deployment) run(ctx context.Context, args ...string) ([]byte, error) {

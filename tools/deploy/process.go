@@ -211,19 +211,25 @@ func (p *Process) Kill() error { return p.end(syscall.SIGKILL, 0) }
 
 func (p *Process) end(sig syscall.Signal, grace time.Duration) error {
 	p.stopOnce.Do(func() {
-		pgid := p.cmd.Process.Pid
-		_ = syscall.Kill(-pgid, sig)
-		select {
-		case <-p.done:
-		case <-time.After(grace):
-			_ = syscall.Kill(-pgid, syscall.SIGKILL)
-			<-p.done
-		}
-		// Anything it started in its group goes too.
-		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		endGroup(p.cmd, p.done, sig, grace)
 		p.logFile.Close()
 	})
 	return nil
+}
+
+// endGroup sends sig to the process group of cmd, waits up to grace for
+// the process to exit (done closed), then kills what is left of the group:
+// anything it started goes too.
+func endGroup(cmd *exec.Cmd, done <-chan struct{}, sig syscall.Signal, grace time.Duration) {
+	pgid := cmd.Process.Pid
+	_ = syscall.Kill(-pgid, sig)
+	select {
+	case <-done:
+	case <-time.After(grace):
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		<-done
+	}
+	_ = syscall.Kill(-pgid, syscall.SIGKILL)
 }
 
 // LogTail returns the last n lines of the process's output.
