@@ -40,68 +40,17 @@ func TestEndToEnd(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 
-	children := &connector{t: t, exe: exe}
-	hook, err := webhook.Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hook.OnAlert = func(a webhook.Alert) { t.Logf("webhook: %s", strings.TrimSpace(a.Text)) }
-
 	alertLn := listen(t, "127.0.0.1")    // the port the alert filters for
 	canaryLn := listen(t, "127.0.0.1")   // also in the filter: readiness probe
 	excludedLn := listen(t, "127.0.0.1") // not in the filter
 	iocLn := listen(t, "127.0.0.1")      // IOC phase: inside the IOC CIDR
 	outsideLn := listen(t, "127.0.0.3")  // IOC phase: outside it
 
-	dir := t.TempDir()
-	var d *deploy.Deployment
-	err = within(ctx, 2*time.Minute, func(ctx context.Context) error {
-		var err error
-		d, err = deploy.Start(ctx, deploy.Options{Binary: binary, Dir: dir})
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	stopped := false
-	stopAll := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		d.Stop()
-		hook.Close()
-		children.wg.Wait()
-	}
-	t.Cleanup(stopAll)
-	defer func() {
-		if t.Failed() {
-			t.Logf("last lines of %s:\n%s", d.LogPath, d.LogTail(15))
-		}
-	}()
-	t.Logf("deployment up in %v: GUI %s, ports %+v", time.Since(testStart).Round(time.Millisecond), d.GUIURL, d.Ports)
-
-	var client deploy.Client
-	if err := within(ctx, 90*time.Second, func(ctx context.Context) error {
-		var err error
-		client, err = d.WaitClient(ctx)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("client %s (%s) enrolled after %v", client.ID, client.Fqdn, time.Since(testStart).Round(time.Millisecond))
+	g := startGUI(ctx, t, binary, exe)
+	d, client, hook, children, dir := g.d, g.client, g.hook, g.children, g.dir
+	hook.OnAlert = func(a webhook.Alert) { t.Logf("webhook: %s", strings.TrimSpace(a.Text)) }
 
 	// ---- monitoring, configured through the API ------------------------
-	// All test traffic is loopback, which the client artifact drops by
-	// default. Only outbound TCP: the test's own accepted sockets and the
-	// UDP of other processes stay out; a 0.1 s period sees a 0.5 s
-	// connection several times over.
-	clientParams := map[string]string{
-		"ExcludeLoopback": "N",
-		"OnlyOutbound":    "Y",
-		"Kinds":           `["tcp"]`,
-		"Period":          "0.1",
-	}
 	if err := d.SetClientMonitoring(ctx, deploy.ClientArtifact, clientParams); err != nil {
 		t.Fatal(err)
 	}
@@ -225,7 +174,7 @@ func TestEndToEnd(t *testing.T) {
 
 	// ---- 6. everything stopped, nothing left behind ----------------------
 	vrPid := d.Pid()
-	stopAll()
+	g.stop()
 	checkNothingLeft(t, []int{vrPid}, dir, d.Ports, children)
 	t.Logf("end-to-end test done in %v", time.Since(testStart).Round(time.Millisecond))
 }

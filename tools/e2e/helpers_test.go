@@ -363,3 +363,60 @@ func workDir(t *testing.T) string {
 	}
 	return dir
 }
+
+// guiRun is a `gui` deployment (a server and its in-process client) with a
+// webhook receiver and the connecting children: the setup of the tests
+// that do not restart processes.
+type guiRun struct {
+	d        *deploy.Deployment
+	dir      string
+	client   deploy.Client
+	hook     *webhook.Receiver
+	children *connector
+	stopped  bool
+}
+
+// startGUI starts the deployment in workDir(t) and waits for its client;
+// the cleanup stops everything (and shows the log's end on failure).
+func startGUI(ctx context.Context, t *testing.T, binary, exe string) *guiRun {
+	t.Helper()
+	start := time.Now()
+	g := &guiRun{dir: workDir(t), children: &connector{t: t, exe: exe}}
+	var err error
+	if g.hook, err = webhook.Listen("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	if err := within(ctx, 2*time.Minute, func(ctx context.Context) error {
+		g.d, err = deploy.Start(ctx, deploy.Options{Binary: binary, Dir: g.dir})
+		return err
+	}); err != nil {
+		g.hook.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(g.stop)
+	t.Cleanup(func() { // runs first
+		if t.Failed() {
+			t.Logf("last lines of %s:\n%s", g.d.LogPath, g.d.LogTail(20))
+		}
+	})
+	t.Logf("deployment up in %v: GUI %s, ports %+v", time.Since(start).Round(time.Millisecond), g.d.GUIURL, g.d.Ports)
+	if err := within(ctx, 90*time.Second, func(ctx context.Context) error {
+		g.client, err = g.d.WaitClient(ctx)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("client %s (%s) enrolled after %v", g.client.ID, g.client.Fqdn, time.Since(start).Round(time.Millisecond))
+	return g
+}
+
+// stop ends velociraptor, the receiver and the children, once.
+func (g *guiRun) stop() {
+	if g.stopped {
+		return
+	}
+	g.stopped = true
+	g.d.Stop()
+	g.hook.Close()
+	g.children.wg.Wait()
+}

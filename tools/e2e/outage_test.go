@@ -34,44 +34,10 @@ func TestWebhookOutage(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 
-	children := &connector{t: t, exe: exe}
-	hook, err := webhook.Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	alertLn := listen(t, "127.0.0.1")
 	canaryLn := listen(t, "127.0.0.1")
-
-	dir := workDir(t)
-	var d *deploy.Deployment
-	if err := within(ctx, 2*time.Minute, func(ctx context.Context) error {
-		d, err = deploy.Start(ctx, deploy.Options{Binary: binary, Dir: dir})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	stopped := false
-	stopAll := func() {
-		if !stopped {
-			stopped = true
-			d.Stop()
-			hook.Close()
-			children.wg.Wait()
-		}
-	}
-	t.Cleanup(stopAll)
-	defer func() {
-		if t.Failed() {
-			t.Logf("last lines of %s:\n%s", d.LogPath, d.LogTail(20))
-		}
-	}()
-	var client deploy.Client
-	if err := within(ctx, 90*time.Second, func(ctx context.Context) error {
-		client, err = d.WaitClient(ctx)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	g := startGUI(ctx, t, binary, exe)
+	d, client, hook, children, dir := g.d, g.client, g.hook, g.children, g.dir
 
 	// The URL goes into a managed secret from a file, so that it is not in
 	// any query text or parameter either (the GUI's secret dialog does
@@ -90,9 +56,7 @@ FROM scope()`, map[string]string{"UrlFile": urlFile}); err != nil {
 		t.Fatal(err)
 	}
 
-	if err := d.SetClientMonitoring(ctx, deploy.ClientArtifact, map[string]string{
-		"ExcludeLoopback": "N", "OnlyOutbound": "Y", "Kinds": `["tcp"]`, "Period": "0.1",
-	}); err != nil {
+	if err := d.SetClientMonitoring(ctx, deploy.ClientArtifact, clientParams); err != nil {
 		t.Fatal(err)
 	}
 	serverParams := map[string]string{
@@ -288,7 +252,7 @@ WHERE Type = "connection"`, map[string]string{"NetwatchArtifact": serverArtifact
 	checkReaderRefused(ctx, t, d, hook)
 
 	// ---- 7. the token is nowhere -----------------------------------------
-	stopAll()
+	g.stop()
 	var files int
 	var leaks []string
 	filepath.WalkDir(dir, func(path string, e fs.DirEntry, err error) error {
