@@ -75,6 +75,20 @@ func (r *rig) startServer(ports deploy.Ports) time.Duration {
 	return time.Since(start)
 }
 
+// startMonitored starts the server (on free ports) and one client, waits
+// for its enrolment and gives it the client artifact; it returns the
+// client and its ID.
+func (r *rig) startMonitored(name string) (*deploy.Process, string) {
+	r.t.Helper()
+	r.startServer(deploy.Ports{})
+	client := r.startClient(name)
+	id := r.waitClientID(client)
+	if err := r.d.SetClientMonitoring(r.ctx, deploy.ClientArtifact, clientParams); err != nil {
+		r.t.Fatal(err)
+	}
+	return client, id
+}
+
 // startClient starts (or starts again) the client process of that name.
 func (r *rig) startClient(name string) *deploy.Process {
 	r.t.Helper()

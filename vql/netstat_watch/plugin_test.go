@@ -19,6 +19,8 @@ import (
 	vql_subsystem "www.velocidex.com/golang/velociraptor/vql"
 	"www.velocidex.com/golang/velociraptor/vql/acl_managers"
 	"www.velocidex.com/golang/vfilter"
+
+	"github.com/netwatch-dfir/netwatch/internal/testutil"
 )
 
 // The test binary doubles as the short-lived client process: a real process
@@ -222,16 +224,7 @@ func TestShortConnectionFromChildProcess(t *testing.T) {
 				t.Skipf("%s loopback unavailable: %v", network, err)
 			}
 			defer ln.Close()
-			// The server side reads until the client closes.
-			go func() {
-				for {
-					c, err := ln.Accept()
-					if err != nil {
-						return
-					}
-					go func() { io.Copy(io.Discard, c); c.Close() }()
-				}
-			}()
+			testutil.Serve(ln) // reads until the client closes
 			lport := ln.Addr().(*net.TCPAddr).Port
 
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -16,6 +15,8 @@ import (
 	"time"
 
 	"github.com/Velocidex/ordereddict"
+
+	"github.com/netwatch-dfir/netwatch/internal/testutil"
 )
 
 // helperChurn serves on a loopback port and connects to it rate times a
@@ -30,15 +31,7 @@ func helperChurn(rateArg, durArg string) {
 		fmt.Println("ERR", err)
 		os.Exit(1)
 	}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(io.Discard, c); c.Close() }()
-		}
-	}()
+	testutil.Serve(ln)
 	out := bufio.NewWriter(os.Stdout)
 	fmt.Fprintln(out, "SERVER", ln.Addr().(*net.TCPAddr).Port)
 	out.Flush()

@@ -31,6 +31,14 @@ var stateInterval = 5 * time.Second
 // every ~80 s). A crash then repeats more rows, and still loses none.
 var stateBytesPerSecond = 128 << 10
 
+// stateLag is how long an emitted row is not trusted to have reached the
+// server: Velociraptor batches a client's event rows (the artifact asks for
+// 1 s, plus the server's jitter, 20 s at most by default) and its buffer of
+// unsent rows does not survive the client process. A state saved now counts
+// the rows of the last stateLag as not yet reported, so that a crash
+// repeats them after the restart (Offline) rather than losing them.
+var stateLag = 30 * time.Second
+
 // maxRemnants bounds the closed connections kept (only so that their
 // TIME_WAIT remnants are not reported as new after a restart): under heavy
 // churn the table holds one per connection of the last minute. Beyond it the
@@ -50,6 +58,7 @@ type stateKeeper struct {
 	lastSave time.Time
 	lastSize int             // bytes of the last state handed to the writer
 	pending  []tracker.Event // events whose rows were not delivered
+	recent   []emitted       // rows of the last stateLag, oldest first
 
 	ch   chan []byte // to the writer; holds the latest state only
 	done chan struct{}
@@ -144,6 +153,35 @@ func (self *stateKeeper) updated(changed bool) {
 	self.ready = true
 }
 
+// emitted is a row handed to Velociraptor at a time.
+type emitted struct {
+	at time.Time
+	ev tracker.Event
+}
+
+// delivered notes rows handed to Velociraptor: they count as reported once
+// stateLag has passed.
+func (self *stateKeeper) delivered(now time.Time, out []output) {
+	for i := range out {
+		self.recent = append(self.recent, emitted{now, out[i].ev})
+	}
+}
+
+// unsure drops the rows older than stateLag and returns the others' events
+// with those emit refused: what a state saved now counts as not reported.
+func (self *stateKeeper) unsure(now time.Time) []tracker.Event {
+	n := 0
+	for n < len(self.recent) && now.Sub(self.recent[n].at) >= stateLag {
+		n++
+	}
+	self.recent = append(self.recent[:0], self.recent[n:]...)
+	evs := append([]tracker.Event(nil), self.pending...)
+	for _, r := range self.recent {
+		evs = append(evs, r.ev)
+	}
+	return evs
+}
+
 // undelivered notes the rows emit refused: their connections are saved as
 // if those rows had not happened, so the next run reports them.
 func (self *stateKeeper) undelivered(out []output) {
@@ -198,8 +236,8 @@ func (self *stateKeeper) stop(w *watcher, scope vfilter.Scope) {
 
 func (self *stateKeeper) encode(w *watcher, now time.Time) ([]byte, error) {
 	saved := w.track.Save(nil)
-	if len(self.pending) > 0 {
-		saved = withoutUndelivered(saved, self.pending)
+	if unsure := self.unsure(now); len(unsure) > 0 {
+		saved = withoutUndelivered(saved, unsure)
 	}
 	saved = capRemnants(saved, maxRemnants)
 	return watchstate.Encode(&watchstate.File{SavedAt: now, Boot: self.boot,

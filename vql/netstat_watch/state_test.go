@@ -2,7 +2,6 @@ package netstat_watch
 
 import (
 	"context"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -16,6 +15,8 @@ import (
 
 	"github.com/netwatch-dfir/netwatch/vql/tracker"
 	"github.com/netwatch-dfir/netwatch/vql/watchstate"
+
+	"github.com/netwatch-dfir/netwatch/internal/testutil"
 )
 
 // loopbackServer accepts on 127.0.0.1 and holds each connection until the
@@ -27,15 +28,7 @@ func loopbackServer(t *testing.T) net.Listener {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(io.Discard, c); c.Close() }()
-		}
-	}()
+	testutil.Serve(ln)
 	return ln
 }
 
@@ -120,6 +113,7 @@ func savedPorts(t *testing.T, path string) map[uint32]tracker.Saved {
 // not reported again, Y opened while the watcher was down is added, Z
 // reported in run 1 and closed while it was down is removed; both Offline.
 func TestStateAcrossRestart(t *testing.T) {
+	trustRowsAtOnce(t)
 	ln := loopbackServer(t)
 	state := filepath.Join(t.TempDir(), "netstat_watch.state")
 	query := "SELECT * FROM netstat_watch(period=0.05, kinds='tcp', state='" + state + "')"
@@ -236,6 +230,7 @@ func TestStateWrittenPeriodically(t *testing.T) {
 	defer func(d time.Duration, r int) { stateInterval, stateBytesPerSecond = d, r }(stateInterval, stateBytesPerSecond)
 	// However big this host's table makes the state.
 	stateInterval, stateBytesPerSecond = 100*time.Millisecond, 1<<40
+	trustRowsAtOnce(t)
 	ln := loopbackServer(t)
 	state := filepath.Join(t.TempDir(), "state")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -341,5 +336,52 @@ func TestStateIntervalGrowsWithSize(t *testing.T) {
 		if tc.size > 0 && float64(tc.size)/st.interval().Seconds() > float64(stateBytesPerSecond) {
 			t.Errorf("state of %d bytes: %.0f B/s on average", tc.size, float64(tc.size)/st.interval().Seconds())
 		}
+	}
+}
+
+// trustRowsAtOnce counts a row as reported as soon as it is emitted (no
+// stateLag), for tests about what the state holds rather than when.
+func trustRowsAtOnce(t *testing.T) {
+	t.Helper()
+	lag := stateLag
+	stateLag = 0
+	t.Cleanup(func() { stateLag = lag })
+}
+
+// A row emitted less than stateLag before the watcher stopped may still
+// have been in the client's unsent batch, lost with the process: the next
+// run reports it again (Offline) rather than trusting it arrived.
+func TestStateLagRepeatsRecentRows(t *testing.T) {
+	ln := loopbackServer(t)
+	state := filepath.Join(t.TempDir(), "netstat_watch.state")
+	query := "SELECT * FROM netstat_watch(period=0.05, kinds='tcp', state='" + state + "')"
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	rows, logs := watch(t, ctx, query)
+	time.Sleep(200 * time.Millisecond) // past the baseline
+	_, x := holdingChild(t, ln.Addr().String())
+	seen := false
+	for row := range rows {
+		if get(row, "Laddr.Port") == x && get(row, "Diff") == "added" {
+			seen = true
+			break
+		}
+	}
+	cancel()
+	for range rows {
+	}
+	waitPluginEnd(t)
+	if !seen {
+		t.Fatalf("run 1 did not report X (%d)\nlogs: %s", x, logs)
+	}
+	if saved := savedPorts(t, state); saved[x].ID != 0 {
+		t.Errorf("X was saved as reported right after it was emitted (stateLag %v)", stateLag)
+	}
+
+	got, _ := runWatch(t, query, map[uint32]bool{x: true},
+		func(r []*ordereddict.Dict) bool { return len(rowsFor(r, x)) > 0 }, 10*time.Second)
+	if r := rowsFor(got, x); len(r) != 1 || r[0] != "added offline=true" {
+		t.Errorf("X, emitted just before the stop: %v, want it added again, offline", r)
 	}
 }

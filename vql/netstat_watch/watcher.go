@@ -74,7 +74,9 @@ func (self *watcher) run(ctx context.Context, scope vfilter.Scope,
 			}
 		}
 		if self.st != nil {
-			self.st.maybeSave(self, time.Now())
+			now := time.Now()
+			self.st.delivered(now, out)
+			self.st.maybeSave(self, now)
 		}
 		select {
 		case <-ctx.Done():
