@@ -253,13 +253,7 @@ func FuzzParse(f *testing.F) {
 		if err != nil {
 			return
 		}
-		again, err := Parse(mustEncode(t, st))
-		if err != nil {
-			t.Fatalf("re-encoded state does not parse: %v", err)
-		}
-		if !reflect.DeepEqual(again, st) {
-			t.Fatalf("round trip:\n got %+v\nwant %+v", again, st)
-		}
+		checkRoundTrip(t, st)
 	})
 }
 
@@ -274,12 +268,18 @@ func FuzzParseBody(f *testing.F) {
 		if err != nil {
 			return
 		}
-		again, err := Parse(mustEncode(t, st))
-		if err != nil {
-			t.Fatalf("re-encoded state does not parse: %v", err)
-		}
-		if !reflect.DeepEqual(again, st) {
-			t.Fatalf("round trip:\n got %+v\nwant %+v", again, st)
-		}
+		checkRoundTrip(t, st)
 	})
+}
+
+// checkRoundTrip: whatever parses encodes to the same state again.
+func checkRoundTrip(t *testing.T, st *File) {
+	t.Helper()
+	again, err := Parse(mustEncode(t, st))
+	if err != nil {
+		t.Fatalf("re-encoded state does not parse: %v", err)
+	}
+	if !reflect.DeepEqual(again, st) {
+		t.Fatalf("round trip:\n got %+v\nwant %+v", again, st)
+	}
 }
