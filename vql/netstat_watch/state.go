@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"www.velocidex.com/golang/vfilter"
@@ -56,11 +57,12 @@ type stateKeeper struct {
 	ready    bool // the tracker has a snapshot: its state is worth saving
 	dirty    bool // changed since the last write
 	lastSave time.Time
-	lastSize int             // bytes of the last state handed to the writer
+	lastSize atomic.Int64    // bytes of the last state written
 	pending  []tracker.Event // events whose rows were not delivered
 	recent   []emitted       // rows of the last stateLag, oldest first
 
-	ch   chan []byte // to the writer; holds the latest state only
+	ch   chan *watchstate.File // to the writer; holds the latest state only
+	buf  []byte                // the writer's encoding buffer, reused
 	done chan struct{}
 
 	mu      sync.Mutex
@@ -112,7 +114,7 @@ func (self *watcher) loadState(scope vfilter.Scope, now time.Time) string {
 
 // start runs the writer.
 func (self *stateKeeper) start(w *watcher, scope vfilter.Scope) {
-	self.ch = make(chan []byte, 1)
+	self.ch = make(chan *watchstate.File, 1)
 	self.done = make(chan struct{})
 	go w.writeStates(self, scope)
 }
@@ -121,17 +123,20 @@ func (self *stateKeeper) start(w *watcher, scope vfilter.Scope) {
 // cancellation test counts it).
 func (self *watcher) writeStates(st *stateKeeper, scope vfilter.Scope) {
 	defer close(st.done)
-	for b := range st.ch {
-		st.write(scope, b)
+	for f := range st.ch {
+		st.write(scope, f)
 	}
 }
 
-// write writes one state and logs a failure once, not once per write.
-func (self *stateKeeper) write(scope vfilter.Scope, b []byte) {
+// write encodes and writes one state (in the writer goroutine, or at the
+// end once it has stopped) and logs a failure once, not once per write.
+func (self *stateKeeper) write(scope vfilter.Scope, f *watchstate.File) {
 	msg := ""
-	if err := watchstate.Write(self.path, b); err != nil {
+	var err error
+	if self.buf, err = watchstate.WriteFile(self.path, f, self.buf); err != nil {
 		msg = err.Error()
 	}
+	self.lastSize.Store(int64(len(self.buf)))
 	self.mu.Lock()
 	defer self.mu.Unlock()
 	if msg == self.lastErr {
@@ -193,7 +198,7 @@ func (self *stateKeeper) undelivered(out []output) {
 // interval is the least time between two writes: stateInterval, longer for
 // a big state (stateBytesPerSecond).
 func (self *stateKeeper) interval() time.Duration {
-	return max(stateInterval, time.Duration(self.lastSize)*time.Second/time.Duration(stateBytesPerSecond))
+	return max(stateInterval, time.Duration(self.lastSize.Load())*time.Second/time.Duration(stateBytesPerSecond))
 }
 
 // maybeSave hands the state to the writer if it changed and the last write
@@ -202,23 +207,19 @@ func (self *stateKeeper) maybeSave(w *watcher, now time.Time) {
 	if !self.ready || !self.dirty || now.Sub(self.lastSave) < self.interval() {
 		return
 	}
-	b, err := self.encode(w, now)
-	if err != nil {
-		return
-	}
+	f := self.snapshot(w, now)
 	select {
-	case self.ch <- b:
+	case self.ch <- f:
 	default:
 		// The writer is still busy with an older state: replace it.
 		select {
 		case <-self.ch:
 		default:
 		}
-		self.ch <- b
+		self.ch <- f
 	}
 	self.dirty = false
 	self.lastSave = now
-	self.lastSize = len(b)
 }
 
 // stop waits for the writer and writes the final state, unless no snapshot
@@ -229,19 +230,19 @@ func (self *stateKeeper) stop(w *watcher, scope vfilter.Scope) {
 	if !self.ready {
 		return
 	}
-	if b, err := self.encode(w, time.Now()); err == nil {
-		self.write(scope, b)
-	}
+	self.write(scope, self.snapshot(w, time.Now()))
 }
 
-func (self *stateKeeper) encode(w *watcher, now time.Time) ([]byte, error) {
+// snapshot is the state to save now, taken in the watcher's goroutine (the
+// tracker is not shared); the writer encodes it.
+func (self *stateKeeper) snapshot(w *watcher, now time.Time) *watchstate.File {
 	saved := w.track.Save(nil)
 	if unsure := self.unsure(now); len(unsure) > 0 {
 		saved = withoutUndelivered(saved, unsure)
 	}
 	saved = capRemnants(saved, maxRemnants)
-	return watchstate.Encode(&watchstate.File{SavedAt: now, Boot: self.boot,
-		Kinds: self.kinds, NextID: w.track.NextID(), Conns: saved})
+	return &watchstate.File{SavedAt: now, Boot: self.boot,
+		Kinds: self.kinds, NextID: w.track.NextID(), Conns: saved}
 }
 
 // withoutUndelivered undoes what rows that were not delivered said: a

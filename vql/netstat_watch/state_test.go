@@ -329,7 +329,8 @@ func TestStateIntervalGrowsWithSize(t *testing.T) {
 		{600 << 10, stateInterval}, // 4,000 connections
 		{10 << 20, 80 * time.Second},
 	} {
-		st := &stateKeeper{lastSize: tc.size}
+		st := &stateKeeper{}
+		st.lastSize.Store(int64(tc.size))
 		if got := st.interval(); got != tc.want {
 			t.Errorf("state of %d bytes: written every %v, want %v", tc.size, got, tc.want)
 		}

@@ -8,7 +8,7 @@
 //
 //	netwatch-netstat_watch-state 1 <body length> <crc32 of body, hex>
 //	{"saved": ..., "boot": ..., "kinds": "tcp,udp", "next_id": 42,
-//	 "procs": [...], "conns": [...]}
+//	 "conns": [...], "procs": [...]}
 //
 // The header tells a truncated, corrupted or foreign file from a state file;
 // the body stays readable for a responder (process details are listed once
@@ -95,9 +95,35 @@ type connJSON struct {
 
 // Encode renders f as a state file.
 func Encode(f *File) ([]byte, error) {
-	fj := fileJSON{Saved: f.SavedAt.UTC(), Boot: f.Boot, Kinds: f.Kinds.String(),
-		NextID: f.NextID, Procs: []procJSON{}, Conns: make([]connJSON, 0, len(f.Conns))}
+	body, err := AppendBody(nil, f)
+	if err != nil {
+		return nil, err
+	}
+	return append(append(header(body), body...), '\n'), nil
+}
+
+func header(body []byte) []byte {
+	return fmt.Appendf(nil, "%s %d %d %08x\n", magic, version, len(body), crc32.ChecksumIEEE(body))
+}
+
+// AppendBody appends the JSON body of f to dst, a connection at a time:
+// a table of tens of thousands of connections is never held twice (as
+// records and as JSON) on the way to the disk. The processes come after
+// the connections that refer to them (JSON objects are unordered).
+func AppendBody(dst []byte, f *File) ([]byte, error) {
+	head, err := json.Marshal(struct {
+		Saved  time.Time `json:"saved"`
+		Boot   string    `json:"boot"`
+		Kinds  string    `json:"kinds"`
+		NextID uint64    `json:"next_id"`
+	}{f.SavedAt.UTC(), f.Boot, f.Kinds.String(), f.NextID})
+	if err != nil {
+		return dst, err
+	}
+	dst = append(dst, head[:len(head)-1]...) // without its closing brace
+	dst = append(dst, `,"conns":[`...)
 	procs := make(map[*enricher.Process]int)
+	var order []*enricher.Process
 	for i := range f.Conns {
 		c := &f.Conns[i]
 		s := &c.Socket
@@ -108,22 +134,47 @@ func Encode(f *File) ([]byte, error) {
 		if p, ok := c.Info.(*enricher.Process); ok && p != nil {
 			n, ok := procs[p]
 			if !ok {
-				fj.Procs = append(fj.Procs, procJSON{Pid: p.Pid, Ppid: p.Ppid, Name: p.Name,
-					Exe: p.Exe, CmdLine: p.CommandLine, Username: p.Username, UID: p.UID,
-					CreateTime: p.CreateTime.UTC(), StartTicks: p.StartTicks})
-				n = len(fj.Procs)
+				order = append(order, p)
+				n = len(order)
 				procs[p] = n
 			}
 			cj.Proc = n
 		}
-		fj.Conns = append(fj.Conns, cj)
+		b, err := json.Marshal(&cj)
+		if err != nil {
+			return dst, err
+		}
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, b...)
 	}
-	body, err := json.Marshal(&fj)
+	dst = append(dst, `],"procs":[`...)
+	for i, p := range order {
+		b, err := json.Marshal(procJSON{Pid: p.Pid, Ppid: p.Ppid, Name: p.Name,
+			Exe: p.Exe, CmdLine: p.CommandLine, Username: p.Username, UID: p.UID,
+			CreateTime: p.CreateTime.UTC(), StartTicks: p.StartTicks})
+		if err != nil {
+			return dst, err
+		}
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, b...)
+	}
+	return append(dst, "]}"...), nil
+}
+
+// WriteFile writes f to path atomically (as Write), encoding its body into
+// buf, which it returns for the next call: a watcher that saves its state
+// every few seconds reuses one buffer instead of allocating the whole file
+// each time.
+func WriteFile(path string, f *File, buf []byte) ([]byte, error) {
+	body, err := AppendBody(buf[:0], f)
 	if err != nil {
-		return nil, err
+		return body, err
 	}
-	out := fmt.Appendf(nil, "%s %d %d %08x\n", magic, version, len(body), crc32.ChecksumIEEE(body))
-	return append(append(out, body...), '\n'), nil
+	return body, writeAtomic(path, header(body), body, []byte{'\n'})
 }
 
 // Parse reads a state file. Any defect is an error: a state that is not
@@ -309,7 +360,9 @@ func Load(path string) (*File, error) {
 // watcher started after a crash) sees the old content or the new, never a
 // part. The file is readable by its owner only: it names processes and
 // their command lines.
-func Write(path string, data []byte) error {
+func Write(path string, data []byte) error { return writeAtomic(path, data) }
+
+func writeAtomic(path string, parts ...[]byte) error {
 	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."
@@ -319,7 +372,11 @@ func Write(path string, data []byte) error {
 		return err
 	}
 	name := tmp.Name()
-	_, err = tmp.Write(data)
+	for _, p := range parts {
+		if err == nil {
+			_, err = tmp.Write(p)
+		}
+	}
 	if err == nil {
 		err = tmp.Sync()
 	}
