@@ -126,28 +126,18 @@ func AppendBody(dst []byte, f *File) ([]byte, error) {
 	var order []*enricher.Process
 	for i := range f.Conns {
 		c := &f.Conns[i]
-		s := &c.Socket
-		cj := connJSON{ID: c.ID, Kind: s.Kind().String(), Local: addrPortString(s.Local),
-			Remote: addrPortString(s.Remote), State: uint8(s.State), Cookie: s.Cookie,
-			Inode: s.Inode, UID: s.UID, Orphan: s.Orphan, Pid: c.Pid,
-			Direction: string(c.Direction), FirstSeen: c.FirstSeen.UTC(), Closed: c.Closed}
+		n := 0
 		if p, ok := c.Info.(*enricher.Process); ok && p != nil {
-			n, ok := procs[p]
-			if !ok {
+			if n, ok = procs[p]; !ok {
 				order = append(order, p)
 				n = len(order)
 				procs[p] = n
 			}
-			cj.Proc = n
-		}
-		b, err := json.Marshal(&cj)
-		if err != nil {
-			return dst, err
 		}
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		dst = append(dst, b...)
+		dst = appendConn(dst, c, n)
 	}
 	dst = append(dst, `],"procs":[`...)
 	for i, p := range order {
@@ -163,6 +153,78 @@ func AppendBody(dst []byte, f *File) ([]byte, error) {
 		dst = append(dst, b...)
 	}
 	return append(dst, "]}"...), nil
+}
+
+// appendConn appends the JSON of one connection, as json.Marshal would
+// render its connJSON, without the reflection and the allocations: a
+// state is written every few seconds and may hold tens of thousands.
+func appendConn(dst []byte, c *tracker.Saved, proc int) []byte {
+	s := &c.Socket
+	dst = append(dst, `{"id":`...)
+	dst = strconv.AppendUint(dst, c.ID, 10)
+	dst = append(dst, `,"kind":`...)
+	dst = appendString(dst, s.Kind().String())
+	dst = append(dst, `,"local":`...)
+	dst = appendAddrPort(dst, s.Local)
+	dst = append(dst, `,"remote":`...)
+	dst = appendAddrPort(dst, s.Remote)
+	dst = append(dst, `,"state":`...)
+	dst = strconv.AppendUint(dst, uint64(s.State), 10)
+	if s.Cookie != 0 {
+		dst = append(dst, `,"cookie":`...)
+		dst = strconv.AppendUint(dst, s.Cookie, 10)
+	}
+	if s.Inode != 0 {
+		dst = append(dst, `,"inode":`...)
+		dst = strconv.AppendUint(dst, s.Inode, 10)
+	}
+	dst = append(dst, `,"uid":`...)
+	dst = strconv.AppendUint(dst, uint64(s.UID), 10)
+	if s.Orphan {
+		dst = append(dst, `,"orphan":true`...)
+	}
+	dst = append(dst, `,"pid":`...)
+	dst = strconv.AppendInt(dst, int64(c.Pid), 10)
+	dst = append(dst, `,"direction":`...)
+	dst = appendString(dst, string(c.Direction))
+	dst = append(dst, `,"first_seen":"`...)
+	dst = c.FirstSeen.UTC().AppendFormat(dst, time.RFC3339Nano)
+	dst = append(dst, '"')
+	if c.Closed {
+		dst = append(dst, `,"closed":true`...)
+	}
+	if proc != 0 {
+		dst = append(dst, `,"proc":`...)
+		dst = strconv.AppendInt(dst, int64(proc), 10)
+	}
+	return append(dst, '}')
+}
+
+// appendAddrPort appends addrPortString(a) as a JSON string. An address
+// needs no escape, but a zone (fe80::1%eth0) is a name: it may.
+func appendAddrPort(dst []byte, a netip.AddrPort) []byte {
+	if a.Addr().Zone() != "" {
+		return appendString(dst, addrPortString(a))
+	}
+	dst = append(dst, '"')
+	if a.IsValid() {
+		dst = a.AppendTo(dst)
+	}
+	return append(dst, '"')
+}
+
+// appendString appends s as a JSON string: as is when it needs no escape
+// (the addresses, kinds and directions always), else through json.Marshal.
+func appendString(dst []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			b, _ := json.Marshal(s)
+			return append(dst, b...)
+		}
+	}
+	dst = append(dst, '"')
+	dst = append(dst, s...)
+	return append(dst, '"')
 }
 
 // WriteFile writes f to path atomically (as Write), encoding its body into
@@ -208,7 +270,12 @@ func Parse(b []byte) (*File, error) {
 		return nil, errors.New("checksum mismatch")
 	}
 
-	var fj fileJSON
+	// Sized up front: decoding appends to the slice, which would grow by
+	// doubling through tens of thousands of connections.
+	// (A connection takes over 100 bytes: a body of repeated keys does
+	// not make it reserve more.)
+	fj := fileJSON{Conns: make([]connJSON, 0,
+		min(bytes.Count(body, []byte(`{"id":`)), len(body)/100))}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&fj); err != nil {
@@ -346,7 +413,12 @@ func Load(path string) (*File, error) {
 		return nil, err
 	}
 	defer fh.Close()
-	b, err := io.ReadAll(io.LimitReader(fh, MaxSize+1))
+	// One allocation of the file's size (ReadAll would grow by doubling).
+	size := 512
+	if st, err := fh.Stat(); err == nil && st.Size() < MaxSize {
+		size = int(st.Size()) + 1
+	}
+	b, err := readAll(io.LimitReader(fh, MaxSize+1), size)
 	if err != nil {
 		return nil, err
 	}
@@ -354,6 +426,23 @@ func Load(path string) (*File, error) {
 		return nil, fmt.Errorf("larger than %d bytes", MaxSize)
 	}
 	return Parse(b)
+}
+
+func readAll(r io.Reader, size int) ([]byte, error) {
+	b := make([]byte, 0, size)
+	for {
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+	}
 }
 
 // Write replaces the file at path with data atomically: a reader (or a
