@@ -66,7 +66,7 @@ func (self *watcher) run(ctx context.Context, scope vfilter.Scope,
 	for {
 		out := self.tick(scope, time.Now())
 		for i := range out {
-			if !emit(out[i].row) {
+			if !emit(eventRow(&out[i].ev)) {
 				if self.st != nil {
 					self.st.undelivered(out[i:])
 				}
@@ -86,13 +86,15 @@ func (self *watcher) run(ctx context.Context, scope vfilter.Scope,
 	}
 }
 
-// output is one row and the event it reports.
+// output is an event to report. Its row is built when it is emitted, not
+// with the others of its snapshot: a snapshot can end thousands of
+// connections at once (a server process exits, a state is resumed), and
+// thousands of rows held together cost ~4 KB each.
 type output struct {
-	row *ordereddict.Dict
-	ev  tracker.Event
+	ev tracker.Event
 }
 
-// tick takes one snapshot and returns the rows it produced.
+// tick takes one snapshot and returns the events to report.
 func (self *watcher) tick(scope vfilter.Scope, now time.Time) []output {
 	socks, err := self.col.Collect(self.opts.kinds, self.socks[:0])
 	if err != nil {
@@ -142,7 +144,7 @@ func (self *watcher) tick(scope vfilter.Scope, now time.Time) []output {
 				c.Info = p
 			}
 		}
-		rows = append(rows, output{eventRow(&ev), ev})
+		rows = append(rows, output{ev})
 	}
 	return rows
 }
