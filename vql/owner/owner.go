@@ -16,6 +16,8 @@ type Stats struct {
 	Scans     uint64 // walks of /proc, at most one per Resolve
 	Processes uint64 // fd directories read
 	Readlinks uint64 // fd links read
+	Trusted   uint64 // fd links not read: still the live socket of the last visit
+	FullScans uint64 // scans that read every link (an inode stayed hidden)
 
 	Cached     int // live inodes known to the Resolver, owner found or not
 	Unresolved int // live inodes given up on: their sockets show Pid -1

@@ -25,6 +25,18 @@ const (
 	mruSize = 8
 )
 
+// fdLink is what an fd of a process pointed to at its last visit.
+type fdLink struct {
+	ino  uint64 // socket inode, 0 for anything else
+	seen uint32 // the visit that saw it
+}
+
+// fdTable remembers the fds of one process between scans.
+type fdTable struct {
+	links  map[int32]fdLink
+	visits uint32
+}
+
 type entry struct {
 	pid   int32
 	scans uint8  // scans that looked for the inode and missed
@@ -42,6 +54,14 @@ type Resolver struct {
 	mru        []int32 // recent owners, most recent first
 	pids, prev []int32 // /proc listing of this and the previous scan, ascending
 
+	// The fds of the processes visited, so that a visit reads only the
+	// links that may have changed: an fd still pointing to a live socket
+	// is trusted (a process with 16,000 connections gets a new one: one
+	// readlink, not 16,000). trust is off for a scan that looks for an
+	// inode a trusting scan missed while it stayed live (see scan).
+	fds   map[int32]*fdTable
+	trust bool
+
 	// Reused so that a scan allocates nothing.
 	dents []byte
 	link  []byte
@@ -55,6 +75,7 @@ func New(procRoot string) *Resolver {
 	return &Resolver{
 		procRoot: append([]byte(procRoot), 0),
 		cache:    make(map[uint64]entry),
+		fds:      make(map[int32]*fdTable),
 		mru:      make([]int32, 0, mruSize),
 		dents:    make([]byte, 16<<10),
 		// Longer targets are files, not sockets: a truncated read of them
@@ -146,6 +167,24 @@ func (r *Resolver) scan() {
 
 	r.prev, r.pids = r.pids, r.prev[:0]
 	r.listPids(root)
+	for pid := range r.fds {
+		if _, alive := slices.BinarySearch(r.pids, pid); !alive {
+			delete(r.fds, pid)
+		}
+	}
+	// An inode that a trusting scan missed and that is still live may sit
+	// behind an fd trusted wrongly (closed and reused while its old socket
+	// lives on in another process): look again reading every link. An
+	// inode that vanished before the scan is not wanted again, so churn
+	// costs no such scans.
+	r.trust = true
+	for _, ino := range r.want {
+		if r.cache[ino].scans > 0 {
+			r.trust = false
+			r.stats.FullScans++
+			break
+		}
+	}
 
 	left := len(r.want)
 	// Finding an owner reorders r.mru; walk the order the scan started with.
@@ -214,9 +253,28 @@ func (r *Resolver) visit(root int, pid int32, limit int) (found int) {
 	defer unix.Close(dir)
 	r.stats.Processes++
 
+	t := r.fds[pid]
+	if t == nil {
+		t = &fdTable{links: make(map[int32]fdLink)}
+		r.fds[pid] = t
+	}
+	t.visits++
+	complete := false
+	defer func() {
+		// Forget closed fds, once the whole directory has been read.
+		if complete {
+			for fd, l := range t.links {
+				if l.seen != t.visits {
+					delete(t.links, fd)
+				}
+			}
+		}
+	}()
+
 	for {
 		n, err := unix.Getdents(dir, r.dents)
 		if err != nil || n <= 0 {
+			complete = err == nil
 			return found
 		}
 		for buf := r.dents[:n]; len(buf) > 0; {
@@ -225,20 +283,25 @@ func (r *Resolver) visit(root int, pid int32, limit int) (found int) {
 				break
 			}
 			buf = rest
-			if name[0] == '.' {
+			fd, ok := parsePid(name)
+			if !ok {
 				continue
 			}
-			r.stats.Readlinks++
-			m, errno := readlinkat(dir, name, r.link)
-			if errno != 0 {
-				if errno == unix.EACCES || errno == unix.EPERM {
-					r.stats.Denied++
-					return found
-				}
-				continue // the fd was closed since the listing
-			}
-			ino, ok := ParseSocketLink(r.link[:m])
+			ino, ok := r.trusted(t, fd)
 			if !ok {
+				r.stats.Readlinks++
+				m, errno := readlinkat(dir, name, r.link)
+				if errno != 0 {
+					if errno == unix.EACCES || errno == unix.EPERM {
+						r.stats.Denied++
+						return found
+					}
+					continue // the fd was closed since the listing
+				}
+				ino, _ = ParseSocketLink(r.link[:m])
+			}
+			t.links[fd] = fdLink{ino: ino, seen: t.visits}
+			if ino == 0 {
 				continue
 			}
 			e, ok := r.cache[ino]
@@ -257,6 +320,26 @@ func (r *Resolver) visit(root int, pid int32, limit int) (found int) {
 			}
 		}
 	}
+}
+
+// trusted returns the inode fd pointed to at the last visit if it can be
+// taken without reading the link: it was a socket that is still live (an
+// fd is reused only once closed, and a closed socket leaves the table
+// unless another fd holds it). Any other fd is read: it is new, or it was
+// a file or a socket gone since, and its number may hold a new socket.
+func (r *Resolver) trusted(t *fdTable, fd int32) (uint64, bool) {
+	if !r.trust {
+		return 0, false
+	}
+	l, ok := t.links[fd]
+	if !ok || l.ino == 0 {
+		return 0, false
+	}
+	if e, ok := r.cache[l.ino]; !ok || e.gen != r.gen {
+		return 0, false
+	}
+	r.stats.Trusted++
+	return l.ino, true
 }
 
 func (r *Resolver) noteOwner(pid int32) {

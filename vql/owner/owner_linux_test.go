@@ -496,3 +496,95 @@ func BenchmarkResolveMissing(b *testing.B) {
 	b.ReportMetric(float64(st.Processes)/float64(st.Scans), "procs/scan")
 	b.ReportMetric(float64(st.Readlinks)/float64(st.Scans), "readlinks/scan")
 }
+
+// A process with many sockets that opens one more: the next scan reads the
+// new fd's link only, trusting the fds that still point to live sockets.
+func TestScanTrustsLiveSockets(t *testing.T) {
+	f := newFakeProc(t)
+	var targets []string
+	socks := make([]collector.Socket, 0, 1001)
+	for i := uint64(1); i <= 1000; i++ {
+		targets = append(targets, sock(i))
+		socks = append(socks, collector.Socket{Inode: i})
+	}
+	f.add(1, targets...)
+	f.add(2, "/dev/null")
+	r := New(f.root)
+	r.Resolve(socks)
+	checkPidsAre(t, socks, 1)
+
+	f.add(1, sock(5000))
+	socks = append(socks, collector.Socket{Inode: 5000})
+	before := r.Stats()
+	r.Resolve(socks)
+	checkPidsAre(t, socks, 1)
+	st := r.Stats()
+	if n := st.Readlinks - before.Readlinks; n > 2 {
+		t.Errorf("%d links read to find one new socket among 1,000 known ones", n)
+	}
+	// (The scan stops once the new one is found: up to 1,000 trusted.)
+	if n := st.Trusted - before.Trusted; n == 0 {
+		t.Errorf("no link trusted")
+	}
+	if st.FullScans != 0 {
+		t.Errorf("FullScans = %d", st.FullScans)
+	}
+}
+
+// The case trust gets wrong: an fd closed and reused for a new socket while
+// its old socket lives on in another process (inherited). The new socket
+// is missed once, then found by a scan that reads every link.
+func TestScanReadsAgainWhenTrustMisses(t *testing.T) {
+	f := newFakeProc(t)
+	f.add(1, sock(105)) // fd 0
+	f.add(2, sock(105)) // inherited
+	r := New(f.root)
+	socks := []collector.Socket{{Inode: 105}}
+	r.Resolve(socks)
+	if socks[0].Pid < 0 {
+		t.Fatal("105 unresolved")
+	}
+	// Both visited: make sure 1's fd 0 is known as 105.
+	r.Resolve([]collector.Socket{{Inode: 105}, {Inode: 999}}) // 999: nowhere, vanishes
+	link := filepath.Join(f.root, "1", "fd", "0")
+	if err := os.Remove(link); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(sock(200), link); err != nil {
+		t.Fatal(err)
+	}
+	socks = []collector.Socket{{Inode: 105}, {Inode: 200}}
+	r.Resolve(socks)
+	r.Resolve(socks)
+	if socks[1].Pid != 1 {
+		t.Errorf("the socket behind the reused fd: Pid %d, want 1", socks[1].Pid)
+	}
+	if st := r.Stats(); st.FullScans != 1 {
+		t.Errorf("FullScans = %d, want 1 (for 200, missed once while live)", st.FullScans)
+	}
+}
+
+// Churn: a socket that closes between the snapshot and the scan is looked
+// for once and never again (it is not in the next snapshot), so it costs no
+// scan that reads every link.
+func TestScanChurnNoFullScan(t *testing.T) {
+	f := newFakeProc(t)
+	f.add(1, sock(1), sock(2))
+	r := New(f.root)
+	for i := uint64(10); i < 20; i++ {
+		// i vanished before the scan; the next snapshot has a new one.
+		r.Resolve([]collector.Socket{{Inode: 1}, {Inode: 2}, {Inode: i}})
+	}
+	if st := r.Stats(); st.FullScans != 0 {
+		t.Errorf("FullScans = %d after 10 vanished sockets, want 0", st.FullScans)
+	}
+}
+
+func checkPidsAre(t *testing.T, socks []collector.Socket, pid int32) {
+	t.Helper()
+	for _, s := range socks {
+		if s.Pid != pid {
+			t.Fatalf("inode %d: Pid %d, want %d", s.Inode, s.Pid, pid)
+		}
+	}
+}
