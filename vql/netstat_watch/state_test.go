@@ -115,8 +115,7 @@ func savedPorts(t *testing.T, path string) map[uint32]tracker.Saved {
 func TestStateAcrossRestart(t *testing.T) {
 	trustRowsAtOnce(t)
 	ln := loopbackServer(t)
-	state := filepath.Join(t.TempDir(), "netstat_watch.state")
-	query := "SELECT * FROM netstat_watch(period=0.05, kinds='tcp', state='" + state + "')"
+	state, query := stateQuery(t)
 
 	// Run 1: X and Z open and are reported.
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -354,8 +353,7 @@ func trustRowsAtOnce(t *testing.T) {
 // run reports it again (Offline) rather than trusting it arrived.
 func TestStateLagRepeatsRecentRows(t *testing.T) {
 	ln := loopbackServer(t)
-	state := filepath.Join(t.TempDir(), "netstat_watch.state")
-	query := "SELECT * FROM netstat_watch(period=0.05, kinds='tcp', state='" + state + "')"
+	state, query := stateQuery(t)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -385,4 +383,10 @@ func TestStateLagRepeatsRecentRows(t *testing.T) {
 	if r := rowsFor(got, x); len(r) != 1 || r[0] != "added offline=true" {
 		t.Errorf("X, emitted just before the stop: %v, want it added again, offline", r)
 	}
+}
+
+// stateQuery is a state file in a fresh folder and a fast watch over it.
+func stateQuery(t *testing.T) (state, query string) {
+	state = filepath.Join(t.TempDir(), "netstat_watch.state")
+	return state, "SELECT * FROM netstat_watch(period=0.05, kinds='tcp', state='" + state + "')"
 }
