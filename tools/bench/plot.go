@@ -133,20 +133,9 @@ func abs(a int) int {
 // text draws s with its top-left corner at (x, y), glyphs scaled by s.
 func (c *canvas) text(x, y int, s string, scale int, col color.RGBA) {
 	for _, r := range s {
-		if r < 32 || r > 126 {
-			r = '?'
-		}
-		g, dy := font5x7[r-32], 0
-		if descends(r) {
-			dy = 2
-		}
-		for row := 0; row < 7; row++ {
-			for bit := 0; bit < 5; bit++ {
-				if g[row]&(0x10>>bit) != 0 {
-					c.fill(image.Rect(x+bit*scale, y+(row+dy)*scale, x+(bit+1)*scale, y+(row+dy+1)*scale), col)
-				}
-			}
-		}
+		glyphDots(r, func(row, bit int) {
+			c.fill(image.Rect(x+bit*scale, y+row*scale, x+(bit+1)*scale, y+(row+1)*scale), col)
+		})
 		x += 6 * scale
 	}
 }
@@ -154,22 +143,30 @@ func (c *canvas) text(x, y int, s string, scale int, col color.RGBA) {
 // textUp draws s rotated 90° counter-clockwise, its baseline at x, ending at y.
 func (c *canvas) textUp(x, y int, s string, scale int, col color.RGBA) {
 	for _, r := range s {
-		if r < 32 || r > 126 {
-			r = '?'
-		}
-		g, dy := font5x7[r-32], 0
-		if descends(r) {
-			dy = 2
-		}
-		for row := 0; row < 7; row++ {
-			for bit := 0; bit < 5; bit++ {
-				if g[row]&(0x10>>bit) != 0 {
-					px, py := x+(row+dy)*scale, y-(bit+1)*scale
-					c.fill(image.Rect(px, py, px+scale, py+scale), col)
-				}
+		glyphDots(r, func(row, bit int) {
+			px, py := x+row*scale, y-(bit+1)*scale
+			c.fill(image.Rect(px, py, px+scale, py+scale), col)
+		})
+		y -= 6 * scale
+	}
+}
+
+// glyphDots calls dot for each lit pixel of r's glyph: row from the top
+// (descenders shifted down 2), bit from the left.
+func glyphDots(r rune, dot func(row, bit int)) {
+	if r < 32 || r > 126 {
+		r = '?'
+	}
+	g, dy := font5x7[r-32], 0
+	if descends(r) {
+		dy = 2
+	}
+	for row := 0; row < 7; row++ {
+		for bit := 0; bit < 5; bit++ {
+			if g[row]&(0x10>>bit) != 0 {
+				dot(row+dy, bit)
 			}
 		}
-		y -= 6 * scale
 	}
 }
 

@@ -404,32 +404,24 @@ func (a *analysis) markdown(b *strings.Builder) {
 		hdr += fmt.Sprintf(" %s sockets |", fmtSockets(n))
 		sep += " ---: |"
 	}
+	// methodRows writes a row per method, a cell per size.
+	methodRows := func(value func(cpuFig) Spread) {
+		for _, m := range cfg.CPUMethods {
+			if m.Kind == "idle" {
+				continue
+			}
+			row := "| " + m.Label() + " |"
+			for _, n := range cfg.Sizes {
+				f := a.cpu(a.sizeKey(n), m.Key)
+				row += " " + cell(value(f)) + marks(f) + " |"
+			}
+			p("%s\n", row)
+		}
+	}
 	p("%s\n%s\n", hdr, sep)
-	for _, m := range cfg.CPUMethods {
-		if m.Kind == "idle" {
-			continue
-		}
-		row := "| " + m.Label() + " |"
-		for _, n := range cfg.Sizes {
-			f := a.cpu(a.sizeKey(n), m.Key)
-			c := cell(f.Rate) + marks(f)
-			row += " " + c + " |"
-		}
-		p("%s\n", row)
-	}
+	methodRows(func(f cpuFig) Spread { return f.Rate })
 	p("\nThe same, per poll (ms of CPU for one snapshot: per tick for netstat_watch, per `diff()` evaluation for stock, per `ss` call):\n\n%s\n%s\n", hdr, sep)
-	for _, m := range cfg.CPUMethods {
-		if m.Kind == "idle" {
-			continue
-		}
-		row := "| " + m.Label() + " |"
-		for _, n := range cfg.Sizes {
-			f := a.cpu(a.sizeKey(n), m.Key)
-			c := cell(f.PerPoll) + marks(f)
-			row += " " + c + " |"
-		}
-		p("%s\n", row)
-	}
+	methodRows(func(f cpuFig) Spread { return f.PerPoll })
 	p("\nContext of each column (medians):\n\n| | ")
 	for _, n := range cfg.Sizes {
 		p("%s | ", fmtSockets(n))
