@@ -27,19 +27,6 @@ func newConn(t testing.TB, c net.Conn, kind Kind) conn {
 	return conn{c: c, kind: kind, local: addrPort(c.LocalAddr()), remote: addrPort(c.RemoteAddr()), inode: inodeOf(t, c.(syscall.Conn))}
 }
 
-// addrPort converts a Go address to the kernel's view: Go shows the
-// addresses of IPv4 sockets as IPv4-mapped IPv6 ones.
-func addrPort(a net.Addr) netip.AddrPort {
-	var ap netip.AddrPort
-	switch a := a.(type) {
-	case *net.TCPAddr:
-		ap = a.AddrPort()
-	case *net.UDPAddr:
-		ap = a.AddrPort()
-	}
-	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-}
-
 func inodeOf(t testing.TB, c syscall.Conn) uint64 {
 	t.Helper()
 	rc, err := c.SyscallConn()

@@ -28,25 +28,14 @@ func underWine() bool {
 	return windows.NewLazySystemDLL("ntdll.dll").NewProc("wine_get_version").Find() == nil
 }
 
-func goAddrPort(a net.Addr) netip.AddrPort {
-	var ap netip.AddrPort
-	switch a := a.(type) {
-	case *net.TCPAddr:
-		ap = a.AddrPort()
-	case *net.UDPAddr:
-		ap = a.AddrPort()
-	}
-	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-}
-
 type winPair struct {
 	ln             net.Listener
 	client, server net.Conn
 	kind           Kind
 }
 
-func (p *winPair) listenAddr() netip.AddrPort { return goAddrPort(p.ln.Addr()) }
-func (p *winPair) clientAddr() netip.AddrPort { return goAddrPort(p.client.LocalAddr()) }
+func (p *winPair) listenAddr() netip.AddrPort { return addrPort(p.ln.Addr()) }
+func (p *winPair) clientAddr() netip.AddrPort { return addrPort(p.client.LocalAddr()) }
 
 func tcpPair(t *testing.T, network, addr string, kind Kind) *winPair {
 	t.Helper()

@@ -1,9 +1,24 @@
 package collector
 
 import (
+	"net"
+	"net/netip"
 	"strings"
 	"testing"
 )
+
+// addrPort converts a Go address to the kernel's view: Go shows the
+// addresses of IPv4 sockets as IPv4-mapped IPv6 ones.
+func addrPort(a net.Addr) netip.AddrPort {
+	var ap netip.AddrPort
+	switch a := a.(type) {
+	case *net.TCPAddr:
+		ap = a.AddrPort()
+	case *net.UDPAddr:
+		ap = a.AddrPort()
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
 
 // checkErr checks err against a wanted substring ("" for no error).
 func checkErr(t *testing.T, err error, want string) {
