@@ -4,14 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -65,10 +63,10 @@ func helperWatch(query string) {
 	}
 	defer ln.Close()
 	fmt.Println("OWN", ln.Addr().(*net.TCPAddr).Port)
-	logs := &logRecorder{}
+	logs := &testutil.QueryLog{}
 	scope := vql_subsystem.MakeScope().AppendVars(ordereddict.NewDict().
 		Set(vql_subsystem.ACL_MANAGER_VAR, acl_managers.NullACLManager{}))
-	scope.SetLogger(newLogger(logs))
+	scope.SetLogger(logs.Logger())
 	vql, _ := vfilter.Parse(query)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
@@ -97,34 +95,13 @@ func helperUDP(addr, hold string) {
 	os.Exit(0)
 }
 
-// logRecorder keeps what the query logs.
-type logRecorder struct {
-	mu    sync.Mutex
-	lines []string
-}
-
-func (self *logRecorder) Write(b []byte) (int, error) {
-	self.mu.Lock()
-	defer self.mu.Unlock()
-	self.lines = append(self.lines, string(b))
-	return len(b), nil
-}
-
-func newLogger(w io.Writer) *log.Logger { return log.New(w, "", 0) }
-
-func (self *logRecorder) String() string {
-	self.mu.Lock()
-	defer self.mu.Unlock()
-	return strings.Join(self.lines, "")
-}
-
 // watch runs a VQL query in a fresh scope and streams its rows.
-func watch(t *testing.T, ctx context.Context, query string) (<-chan *ordereddict.Dict, *logRecorder) {
+func watch(t *testing.T, ctx context.Context, query string) (<-chan *ordereddict.Dict, *testutil.QueryLog) {
 	t.Helper()
-	logs := &logRecorder{}
+	logs := &testutil.QueryLog{}
 	scope := vql_subsystem.MakeScope().AppendVars(ordereddict.NewDict().
 		Set(vql_subsystem.ACL_MANAGER_VAR, acl_managers.NullACLManager{}))
-	scope.SetLogger(newLogger(logs))
+	scope.SetLogger(logs.Logger())
 	vql, err := vfilter.Parse(query)
 	if err != nil {
 		t.Fatal(err)
@@ -341,10 +318,10 @@ func TestArgErrors(t *testing.T) {
 }
 
 func TestRequiresMachineState(t *testing.T) {
-	logs := &logRecorder{}
+	logs := &testutil.QueryLog{}
 	scope := vql_subsystem.MakeScope().AppendVars(ordereddict.NewDict().
 		Set(vql_subsystem.ACL_MANAGER_VAR, acl_managers.NewRoleACLManager(nil, "reader")))
-	scope.SetLogger(newLogger(logs))
+	scope.SetLogger(logs.Logger())
 	defer scope.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -50,7 +50,7 @@ func kill(cmd *exec.Cmd) {
 // satisfy done (or timeout), then cancels it and waits for it to end (the
 // final state is written by then). It returns the rows about those ports.
 func runWatch(t *testing.T, query string, ports map[uint32]bool,
-	done func([]*ordereddict.Dict) bool, timeout time.Duration) ([]*ordereddict.Dict, *logRecorder) {
+	done func([]*ordereddict.Dict) bool, timeout time.Duration) ([]*ordereddict.Dict, *testutil.QueryLog) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/pem"
 	"io"
-	"log"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -23,30 +22,11 @@ import (
 	"github.com/netwatch-dfir/netwatch/internal/testutil"
 )
 
-// queryLogs keeps what a query logs.
-type queryLogs struct {
-	mu    sync.Mutex
-	lines []string
-}
-
-func (l *queryLogs) Write(b []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.lines = append(l.lines, string(b))
-	return len(b), nil
-}
-
-func (l *queryLogs) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Join(l.lines, "")
-}
-
 // run evaluates query with vars in a fresh root scope, closes the scope
 // (which ends the function's senders) and returns the rows and the logs.
 func run(t *testing.T, acl vql_subsystem.ACLManager, query string, vars *ordereddict.Dict) ([]*ordereddict.Dict, string) {
 	t.Helper()
-	logs := &queryLogs{}
+	logs := &testutil.QueryLog{}
 	if vars == nil {
 		vars = ordereddict.NewDict()
 	}
@@ -54,7 +34,7 @@ func run(t *testing.T, acl vql_subsystem.ACLManager, query string, vars *ordered
 	// As Velociraptor's query runner does: the function keeps its queues
 	// in the root scope, which lives as long as the query.
 	scope.AppendVars(ordereddict.NewDict().Set(constants.SCOPE_ROOT, scope))
-	scope.SetLogger(log.New(logs, "", 0))
+	scope.SetLogger(logs.Logger())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	vql, err := vfilter.Parse(query)
