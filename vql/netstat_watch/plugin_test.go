@@ -31,6 +31,8 @@ func TestMain(m *testing.M) {
 		helperUDP(os.Args[1], os.Args[2])
 	case "watch":
 		helperWatch(os.Args[1])
+	case "serve":
+		helperServe(os.Args[1], os.Args[2])
 	case "churn":
 		helperChurn(os.Args[1], os.Args[2])
 	default:
