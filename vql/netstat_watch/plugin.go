@@ -57,13 +57,15 @@ type options struct {
 	backend      string
 	cacheSize    int
 	state        string // state file path; "" for none
+	stateTiming  stateTiming
 }
 
 // parseOptions applies defaults: vfilter cannot tell an absent bool from
 // false, so the raw args say which defaults-true switches were given.
 func parseOptions(a *NetstatWatchArgs, raw *ordereddict.Dict) (*options, error) {
 	o := &options{listening: true, emitRemoved: true, enrich: true,
-		emitExisting: a.EmitExisting, backend: "auto", cacheSize: 4096}
+		emitExisting: a.EmitExisting, backend: "auto", cacheSize: 4096,
+		stateTiming: defaultStateTiming}
 	period := 1.0
 	if _, ok := raw.Get("period"); ok {
 		period = a.Period
@@ -103,7 +105,11 @@ func parseOptions(a *NetstatWatchArgs, raw *ordereddict.Dict) (*options, error) 
 	return o, nil
 }
 
-type NetstatWatchPlugin struct{}
+// NetstatWatchPlugin is registered with the default state timings; tests
+// add one with shorter timings to the scope they query.
+type NetstatWatchPlugin struct {
+	stateTiming *stateTiming // nil: defaultStateTiming
+}
 
 func (self NetstatWatchPlugin) Call(ctx context.Context,
 	scope vfilter.Scope, args *ordereddict.Dict) <-chan vfilter.Row {
@@ -113,27 +119,33 @@ func (self NetstatWatchPlugin) Call(ctx context.Context,
 		defer close(output_chan)
 		defer vql_subsystem.RegisterMonitor(ctx, pluginName, args)()
 
+		// Argument and setup errors are logged at ERROR level ("ERROR:"
+		// prefix): Velociraptor then marks the collection, notebook cell or
+		// `query` command failed, which a plain log line does not do.
 		err := vql_subsystem.CheckAccess(scope, acls.MACHINE_STATE)
 		if err != nil {
-			scope.Log("%s: %v", pluginName, err)
+			scope.Error("%s: %v", pluginName, err)
 			return
 		}
 
 		arg := &NetstatWatchArgs{}
 		err = arg_parser.ExtractArgsWithContext(ctx, scope, args, arg)
 		if err != nil {
-			scope.Log("%s: %v", pluginName, err)
+			scope.Error("%s: %v", pluginName, err)
 			return
 		}
 		opts, err := parseOptions(arg, args)
 		if err != nil {
-			scope.Log("%s: %v", pluginName, err)
+			scope.Error("%s: %v", pluginName, err)
 			return
+		}
+		if self.stateTiming != nil {
+			opts.stateTiming = *self.stateTiming
 		}
 
 		w, err := newWatcher(opts)
 		if err != nil {
-			scope.Log("%s: %v", pluginName, err)
+			scope.Error("%s: %v", pluginName, err)
 			return
 		}
 		defer w.Close()
