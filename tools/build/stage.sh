@@ -276,9 +276,18 @@ stage_artifacts() {
     fileb0x artifacts/b0x.yaml
 }
 
-# Is version $1 (0.75.2) older than $2? Numeric, dot by dot.
+# Is version $1 (0.75.2) older than $2? Numeric, dot by dot (no fork: it
+# runs for every advisory).
 older() {
-    [[ "$1" != "$2" && "$(printf '%s\n%s\n' "$1" "$2" | sort -V | head -1)" == "$1" ]]
+    local -a a b
+    local i
+    IFS=. read -ra a <<<"${1%%-*}" # 0.77.1-rc1 compares as 0.77.1
+    IFS=. read -ra b <<<"${2%%-*}"
+    for ((i = 0; i < ${#a[@]} || i < ${#b[@]}; i++)); do
+        ((10#${a[i]:-0} < 10#${b[i]:-0})) && return 0
+        ((10#${a[i]:-0} > 10#${b[i]:-0})) && return 1
+    done
+    return 1
 }
 
 # An advisory hits a version unless a fix is in its branch (same x.y) at or
