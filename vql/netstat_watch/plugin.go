@@ -43,7 +43,7 @@ type NetstatWatchArgs struct {
 	Enrich       bool     `vfilter:"optional,field=enrich,doc=Resolve process details (ProcInfo) when a connection is first seen (default true)."`
 	Backend      string   `vfilter:"optional,field=backend,doc=Socket table source: auto (default; netlink on Linux, falling back to /proc/net), netlink or procfs."`
 	CacheSize    int64    `vfilter:"optional,field=cache_size,doc=Most processes kept in the process details cache (default 4096)."`
-	State        string   `vfilter:"optional,field=state,doc=File where the connections reported and still open are kept across restarts (default none). When it exists at start: what changed while not watching is reported with Offline true (added: opened since; removed: ended since) instead of taking the first snapshot as a baseline. Written atomically (mode 0600) at most every 5 s when something changed (less often for a big state) and when the query ends."`
+	State        string   `vfilter:"optional,field=state,doc=File where the connections reported and still open are kept across restarts (default none). When it exists at start: what changed while not watching is reported with Offline true (added: opened since; removed: ended since) instead of taking the first snapshot as a baseline. Written atomically (mode 0600) at most every 5 s when something changed (less often for a big state) and when the query ends. Needs FILESYSTEM_WRITE."`
 }
 
 // options are validated arguments with their defaults applied.
@@ -141,6 +141,16 @@ func (self NetstatWatchPlugin) Call(ctx context.Context,
 		}
 		if self.stateTiming != nil {
 			opts.stateTiming = *self.stateTiming
+		}
+		// The state file is created or replaced wherever the caller says,
+		// so, as for any VQL that writes files, that takes FILESYSTEM_WRITE
+		// (an analyst with MACHINE_STATE must not overwrite the server's
+		// files through a notebook).
+		if opts.state != "" {
+			if err := vql_subsystem.CheckAccess(scope, acls.FILESYSTEM_WRITE); err != nil {
+				scope.Error("%s: state: %v", pluginName, err)
+				return
+			}
 		}
 
 		w, err := newWatcher(opts)

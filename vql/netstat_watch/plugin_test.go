@@ -15,6 +15,7 @@ import (
 
 	"github.com/Velocidex/ordereddict"
 	"go.uber.org/goleak"
+	acl_proto "www.velocidex.com/golang/velociraptor/acls/proto"
 	vql_subsystem "www.velocidex.com/golang/velociraptor/vql"
 	"www.velocidex.com/golang/velociraptor/vql/acl_managers"
 	"www.velocidex.com/golang/vfilter"
@@ -390,6 +391,50 @@ func TestRequiresMachineState(t *testing.T) {
 	}
 	if len(testutil.FailingLines(logs.String())) == 0 {
 		t.Errorf("Velociraptor would not mark the query failed: %q", logs)
+	}
+}
+
+// A state file is written where the caller says: that needs
+// FILESYSTEM_WRITE besides MACHINE_STATE, and nothing is written without it.
+func TestStateRequiresFilesystemWrite(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state")
+	for _, tc := range []struct {
+		name   string
+		policy *acl_proto.ApiClientACL
+		denied bool
+	}{
+		{"machine state only", &acl_proto.ApiClientACL{MachineState: true}, true},
+		{"machine state and filesystem write", &acl_proto.ApiClientACL{MachineState: true, FilesystemWrite: true}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			logs := &testutil.QueryLog{}
+			scope := vql_subsystem.MakeScope().AppendVars(ordereddict.NewDict().
+				Set(vql_subsystem.ACL_MANAGER_VAR, &acl_managers.RoleACLManager{Token: tc.policy}))
+			scope.SetLogger(logs.Logger())
+			defer scope.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			for range (NetstatWatchPlugin{}).Call(ctx, scope, ordereddict.NewDict().
+				Set("state", path).Set("period", 0.1)) {
+			}
+			_, statErr := os.Stat(path)
+			if tc.denied {
+				if log := logs.String(); !strings.Contains(log, "state: PermissionDenied") ||
+					!strings.Contains(log, "FILESYSTEM_WRITE") {
+					t.Errorf("log %q does not refuse the state file", logs)
+				}
+				if statErr == nil {
+					t.Error("state file written without FILESYSTEM_WRITE")
+				}
+				return
+			}
+			if strings.Contains(logs.String(), "Permission denied") {
+				t.Errorf("refused with FILESYSTEM_WRITE: %q", logs)
+			}
+			if statErr != nil {
+				t.Errorf("state file not written at the end of the query: %v", statErr)
+			}
+		})
 	}
 }
 
