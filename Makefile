@@ -2,6 +2,7 @@
 #
 #   make            build/velociraptor (linux/amd64, GUI included)
 #   make windows    build/velociraptor.exe
+#   make bpf        regenerate the kernel-event BPF objects (clang, bpftool)
 #   make test       everything CI runs
 #   make run        local server + client + webhook receiver on loopback
 #   make load       200 virtual clients against one server (build/load-report.md)
@@ -23,7 +24,7 @@ TAGS_CROSS := server_vql extras release
 FUZZTIME   ?= 5s
 
 # The Go sources compiled into the binary (tools/ are not).
-GO_SOURCES := $(shell find vql -name '*.go' 2>/dev/null) go.mod $(wildcard go.sum)
+GO_SOURCES := $(shell find vql -name '*.go' -o -name '*.o' 2>/dev/null) go.mod $(wildcard go.sum)
 ARTIFACTS  := $(wildcard artifacts/*.yaml) $(wildcard docs/vql/*.yaml)
 
 STAGED     := $(STAGE)/.netwatch-staged
@@ -31,7 +32,9 @@ ASSETS     := $(STAGE)/artifacts/assets/ab0x.go
 
 PACK       := $(BUILD)/netwatch-artifacts.zip
 
-.PHONY: all advisories windows darwin wine-smoke pack stage test unit fuzz golden cross vet run run-fresh bench bench-quick test-browser soak load clean distclean
+BPF_DIR    := vql/kevents
+
+.PHONY: bpf all advisories windows darwin wine-smoke pack stage test unit fuzz golden cross vet run run-fresh bench bench-quick test-browser soak load clean distclean
 
 all: $(BINARY) advisories
 
@@ -60,6 +63,15 @@ $(BINARY): $(ASSETS) $(GO_SOURCES)
 	@$@ version | head -3
 
 windows: $(BUILD)/velociraptor.exe
+
+# Regenerates the committed BPF objects and their Go bindings (needs clang,
+# llvm and bpftool: apt-get install clang llvm libbpf-dev bpftool). The
+# vmlinux.h of the running kernel is only used for type names and field
+# paths: CO-RE relocates them on the kernel that loads the objects.
+bpf:
+	@mkdir -p $(BUILD)/bpf
+	bpftool btf dump file /sys/kernel/btf/vmlinux format c > $(BUILD)/bpf/vmlinux.h
+	cd $(BPF_DIR) && $(GO) generate ./...
 
 $(BUILD)/velociraptor.exe: $(ASSETS) $(GO_SOURCES)
 	CGO_ENABLED=0 GOOS=windows GOARCH=amd64 $(GO) build -tags "$(TAGS_CROSS)" -o $@ ./$(STAGE)/bin
