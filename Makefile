@@ -9,6 +9,10 @@
 #
 # Velociraptor's source is staged from the Go module cache into
 # build/upstream (tools/build/stage.sh); nothing of it is committed.
+# Another release (docs/SECURITY.md):
+#   make VELOCIRAPTOR_VERSION=v0.77.3             from the Go module proxy
+#   make UPSTREAM_SRC=/path/to/velociraptor      a checkout of a release tag
+#   UPSTREAM_REPLACE="mod=mod@version ..."        extra go.work replace lines
 
 SHELL      := /bin/bash
 GO         ?= go
@@ -30,17 +34,26 @@ PACK       := $(BUILD)/netwatch-artifacts.zip
 
 BPF_DIR    := vql/kevents
 
-.PHONY: bpf all windows darwin wine-smoke pack stage test unit fuzz golden cross vet run run-fresh bench bench-quick test-browser soak load clean distclean
+.PHONY: bpf all advisories windows darwin wine-smoke pack stage test unit fuzz golden cross vet run run-fresh bench bench-quick test-browser soak load clean distclean
 
-all: $(BINARY)
+all: $(BINARY) advisories
 
-# Re-staging is cheap when the pinned version has not changed: the script
-# compares versions and only rewrites go.work.
-$(STAGED): go.mod tools/build/stage.sh
-	tools/build/stage.sh upstream
-	@touch $@
+# Which release to stage; the script reads them from the environment.
+export VELOCIRAPTOR_VERSION UPSTREAM_SRC UPSTREAM_REPLACE
+
+# The script runs every time (a second when nothing changed: it compares the
+# source it would stage with the staged one) and touches the marker only
+# when the staged source or go.work changed.
+$(STAGED): FORCE
+	@tools/build/stage.sh upstream
 
 stage: $(STAGED)
+
+# One line when the staged release has known advisories.
+advisories: $(STAGED)
+	@tools/build/stage.sh advisories
+
+FORCE:
 
 $(ASSETS): $(STAGED) $(ARTIFACTS)
 	tools/build/stage.sh artifacts

@@ -28,7 +28,7 @@ func (e *Enricher) NoteExec(t Task, exe string, cmdline []byte) {
 	argv0, _, _ := bytes.Cut(cmdline, []byte{0})
 	p := &Process{Pid: t.Pid, Ppid: t.Ppid, UID: int32(t.UID), Username: e.username(int32(t.UID)),
 		CreateTime: t.CreateTime, StartTicks: t.StartTicks, Exe: exe,
-		CommandLine: ParseCmdline(cmdline), Name: processName(t.Comm, string(argv0), exe)}
+		CommandLine: parseCmdline(cmdline), Name: processName(t.Comm, string(argv0), exe)}
 	e.execs.add(key{t.Pid, t.StartTicks}, p)
 }
 

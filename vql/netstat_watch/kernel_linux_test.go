@@ -164,7 +164,7 @@ func TestKernelEventsDropsReconciled(t *testing.T) {
 	ln := loopbackServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	rows, logs := watch(t, ctx,
+	rows, logs, ended := watchWith(t, ctx, NetstatWatchPlugin{},
 		"SELECT * FROM netstat_watch(backend='ebpf', kinds='tcp', listening=FALSE, ring_size=4, reconcile=1)")
 	if !strings.Contains(logs.String(), "kernel events (eBPF)") {
 		t.Fatalf("kernel events must load here: %s", logs)
@@ -221,7 +221,7 @@ func TestKernelEventsDropsReconciled(t *testing.T) {
 		}
 	}
 	cancel()
-	waitPluginEnd(t)
+	waitPluginEnd(t, ended)
 	l := logs.String()
 	if !strings.Contains(l, "ring buffer was full") || strings.Contains(l, ", 0 dropped") {
 		t.Errorf("drops not reported:\n%s", l)
@@ -255,7 +255,7 @@ func TestKernelEventsFallback(t *testing.T) {
 // left in the kernel and no goroutine of the plugin or of kevents runs.
 func TestKernelEventsCancel(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
-	rows, logs := watch(t, ctx, "SELECT * FROM netstat_watch(backend='ebpf')")
+	rows, logs, ended := watchWith(t, ctx, NetstatWatchPlugin{}, "SELECT * FROM netstat_watch(backend='ebpf')")
 	if !strings.Contains(logs.String(), "kernel events (eBPF)") {
 		t.Fatalf("kernel events must load here: %s", logs)
 	}
@@ -265,7 +265,7 @@ func TestKernelEventsCancel(t *testing.T) {
 	cancel()
 	for range rows {
 	}
-	waitPluginEnd(t)
+	waitPluginEnd(t, ended)
 	deadline := time.Now().Add(5 * time.Second)
 	for ourPrograms(t) > 0 || keventsGoroutines() > 0 {
 		if time.Now().After(deadline) {

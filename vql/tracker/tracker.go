@@ -162,9 +162,6 @@ func New(opts Options) *Tracker {
 	}
 }
 
-// Len is the number of sockets being tracked.
-func (t *Tracker) Len() int { return t.conns.len() }
-
 type keyKind uint8
 
 const (

@@ -240,8 +240,8 @@ func TestTrackerOneAddedAtMostOneRemoved(t *testing.T) {
 			t.Errorf("port %d: %d added, %d removed", port, c[0], c[1])
 		}
 	}
-	if tr.Len() != 0 {
-		t.Errorf("tracker still holds %d sockets after all vanished", tr.Len())
+	if tr.conns.len() != 0 {
+		t.Errorf("tracker still holds %d sockets after all vanished", tr.conns.len())
 	}
 }
 
