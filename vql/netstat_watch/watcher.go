@@ -345,7 +345,7 @@ func (self *watcher) row(ev *tracker.Event) *ordereddict.Dict {
 		Set("TypeString", s.TypeString()).
 		Set("Laddr", addr(s.Local.Addr().String(), s.Local.Port())).
 		Set("Raddr", addr(s.Remote.Addr().String(), s.Remote.Port())).
-		Set("Status", s.State.String()).
+		Set("Status", ev.State.String()).
 		Set("ProcInfo", procInfo(c.Info)).
 		Set("Direction", string(c.Direction)).
 		Set("FirstSeen", c.FirstSeen)

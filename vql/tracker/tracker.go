@@ -86,6 +86,10 @@ type Event struct {
 	Diff Diff
 	Time time.Time
 	Conn *Conn // shared with the tracker: read, don't keep
+	// State is the socket's state when the change was seen: a batch of
+	// kernel events can take a connection from SYN_SENT to CLOSE, and its
+	// added row must say ESTAB.
+	State collector.State
 	// Removed only: from the tick that first saw it to the tick that saw
 	// it end, so the true lifetime is within one period of it.
 	Duration time.Duration
@@ -398,7 +402,7 @@ func (t *Tracker) maybeAdd(now time.Time, c *Conn) {
 
 func (t *Tracker) add(now time.Time, c *Conn) {
 	c.reported = true
-	t.events = append(t.events, Event{Diff: Added, Time: now, Conn: c, Offline: c.offline})
+	t.events = append(t.events, Event{Diff: Added, Time: now, Conn: c, Offline: c.offline, State: c.Socket.State})
 	if !t.restoring {
 		c.offline = false
 	}
@@ -407,7 +411,7 @@ func (t *Tracker) add(now time.Time, c *Conn) {
 func (t *Tracker) remove(now time.Time, c *Conn) {
 	c.closed = true
 	t.events = append(t.events, Event{Diff: Removed, Time: now, Conn: c,
-		Duration: now.Sub(c.FirstSeen), Offline: c.offline})
+		Duration: now.Sub(c.FirstSeen), Offline: c.offline, State: c.Socket.State})
 }
 
 func (t *Tracker) indexListeners(socks []collector.Socket, kinds collector.Kind) {

@@ -28,7 +28,9 @@ func sock(desc string) collector.Socket {
 	states := map[string]collector.State{"ESTAB": collector.StateEstablished,
 		"LISTEN": collector.StateListen, "TIME_WAIT": collector.StateTimeWait,
 		"SENT": collector.StateSynSent, "CLOSE": collector.StateClose,
-		"FIN_WAIT2": collector.StateFinWait2}
+		"FIN_WAIT2": collector.StateFinWait2, "FIN_WAIT1": collector.StateFinWait1,
+		"SYN_RECV": collector.StateSynRecv, "CLOSE_WAIT": collector.StateCloseWait,
+		"LAST_ACK": collector.StateLastAck}
 	s.State = states[f[3]]
 	for _, kv := range f[4:] {
 		var n int64
@@ -69,7 +71,7 @@ func render(evs []Event) []string {
 	var out []string
 	for _, e := range evs {
 		s := fmt.Sprintf("%s %d pid=%d %s %s", e.Diff, e.Conn.Socket.Local.Port(), e.Conn.Pid,
-			e.Conn.Socket.State, e.Conn.Direction)
+			e.State, e.Conn.Direction)
 		if e.Diff == Removed {
 			s += fmt.Sprintf(" dur=%s", e.Duration)
 		}
