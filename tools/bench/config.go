@@ -11,7 +11,7 @@ import (
 // Method is one way of watching connections.
 type Method struct {
 	Key    string  // stable id: stock-1s, nw-0.1s, ss-1s, idle
-	Kind   string  // stock, nw, ss, idle
+	Kind   string  // stock, nw (polling), ebpf (kernel events), ss, idle
 	Period float64 // seconds
 }
 
@@ -22,6 +22,8 @@ func (m Method) Label() string {
 		return "stock diff(netstat()) " + p
 	case "nw":
 		return "netstat_watch " + p
+	case "ebpf":
+		return "netstat_watch kernel events"
 	case "ss":
 		return "ss -tunap every " + p
 	}
@@ -47,8 +49,11 @@ func (m Method) Query() string {
 	case "stock":
 		return StockQuery(int(m.Period))
 	case "nw":
-		return fmt.Sprintf("SELECT * FROM netstat_watch(period=%s)",
+		// Polling pinned: backend auto takes kernel events where they load.
+		return fmt.Sprintf("SELECT * FROM netstat_watch(period=%s, backend='netlink')",
 			strconv.FormatFloat(m.Period, 'f', -1, 64))
+	case "ebpf":
+		return "SELECT * FROM netstat_watch(backend='ebpf')"
 	case "idle":
 		return idleQuery
 	}
@@ -64,6 +69,10 @@ func ssm(p float64) Method {
 }
 
 var idleMethod = Method{"idle", "idle", 1}
+
+// ebpfMethod: kernel events, with the default reconciling snapshot (15 s)
+// and UDP polled every second; Period only paces the harness's waits.
+var ebpfMethod = Method{"ebpf", "ebpf", 1}
 
 // Config says what one run of the harness measures.
 type Config struct {
@@ -99,7 +108,7 @@ type Config struct {
 
 func (c *Config) want(scenario string) bool { return c.Only == nil || c.Only[scenario] }
 
-var allLifetimes = []time.Duration{20 * time.Millisecond, 100 * time.Millisecond,
+var allLifetimes = []time.Duration{time.Millisecond, 5 * time.Millisecond, 20 * time.Millisecond, 100 * time.Millisecond,
 	300 * time.Millisecond, time.Second, 5 * time.Second}
 
 func fullConfig() *Config {
@@ -111,19 +120,19 @@ func fullConfig() *Config {
 		Window:      8 * time.Second,
 		Sizes:       []int{1024, 4096, 16384, 65536},
 		CPUMethods: []Method{idleMethod, stock(2), stock(1),
-			nw(1), nw(0.5), nw(0.25), nw(0.1), nw(0.05), ssm(1), ssm(0.1)},
+			nw(1), nw(0.5), nw(0.25), nw(0.1), nw(0.05), ebpfMethod, ssm(1), ssm(0.1)},
 		ProcSize:       1024,
 		ProcCounts:     []int{50, 500},
 		ProcFds:        4,
-		ProcMethod:     []Method{idleMethod, stock(1), nw(1), nw(0.1), ssm(1)},
+		ProcMethod:     []Method{idleMethod, stock(1), nw(1), nw(0.1), ebpfMethod, ssm(1)},
 		Lifetimes:      allLifetimes,
 		CaptureRate:    10,
 		CaptureConns:   200,
-		CaptureMethods: []Method{stock(2), stock(1), nw(1), nw(0.5), nw(0.25), nw(0.1), nw(0.05)},
+		CaptureMethods: []Method{stock(2), stock(1), nw(1), nw(0.5), nw(0.25), nw(0.1), nw(0.05), ebpfMethod},
 		MemSize:        65536,
 		ChurnRate:      500,
 		ChurnFor:       60 * time.Second,
-		MemMethods:     []Method{nw(0.1), nw(1), stock(1)},
+		MemMethods:     []Method{nw(0.1), nw(1), ebpfMethod, stock(1)},
 		MemRunsOnly:    map[string]int{"nw-1s": 1, "stock-1s": 1},
 	}
 }
@@ -139,7 +148,7 @@ func quickConfig() *Config {
 		Warmup:         2500 * time.Millisecond,
 		Window:         3 * time.Second,
 		Sizes:          []int{1024, 4096},
-		CPUMethods:     []Method{idleMethod, stock(1), nw(1), nw(0.1), ssm(1)},
+		CPUMethods:     []Method{idleMethod, stock(1), nw(1), nw(0.1), ebpfMethod, ssm(1)},
 		ProcSize:       1024,
 		ProcCounts:     []int{200},
 		ProcFds:        4,
@@ -147,10 +156,10 @@ func quickConfig() *Config {
 		Lifetimes:      allLifetimes,
 		CaptureRate:    10,
 		CaptureConns:   50,
-		CaptureMethods: []Method{stock(1), nw(0.1)},
+		CaptureMethods: []Method{stock(1), nw(0.1), ebpfMethod},
 		MemSize:        16384,
 		ChurnRate:      500,
 		ChurnFor:       8 * time.Second,
-		MemMethods:     []Method{nw(0.1)},
+		MemMethods:     []Method{nw(0.1), ebpfMethod},
 	}
 }

@@ -710,7 +710,7 @@ func (a *analysis) plots(out string) error {
 		if m.Kind == "idle" {
 			continue
 		}
-		s := Series{Name: m.Label(), Color: methodColor(m, i), Dashed: m.Kind != "nw", Marker: i}
+		s := Series{Name: m.Label(), Color: methodColor(m, i), Dashed: m.Kind != "nw" && m.Kind != "ebpf", Marker: i}
 		i++
 		for _, n := range cfg.Sizes {
 			f := a.cpu(a.sizeKey(n), m.Key)
@@ -756,7 +756,7 @@ func (a *analysis) plots(out string) error {
 	mk := func(title string, pick func(connSummary) int) *Chart {
 		var ss []Series
 		for i, m := range cfg.CaptureMethods {
-			s := Series{Name: m.Label(), Color: methodColor(m, i), Marker: i, Dashed: m.Kind != "nw"}
+			s := Series{Name: m.Label(), Color: methodColor(m, i), Marker: i, Dashed: m.Kind != "nw" && m.Kind != "ebpf"}
 			for _, life := range cfg.Lifetimes {
 				cs := summarizeConns(a.conns(m.Key, int(life/time.Millisecond)))
 				if cs.N == 0 {

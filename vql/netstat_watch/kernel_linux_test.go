@@ -23,25 +23,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// helperServe listens on addr, prints its port, accepts one connection,
-// holds it for the given time, closes it and exits.
-func helperServe(addr, hold string) {
-	d, _ := time.ParseDuration(hold)
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		fmt.Println("ERR", err)
-		os.Exit(1)
-	}
-	fmt.Println(ln.Addr().(*net.TCPAddr).Port)
-	c, err := ln.Accept()
-	if err != nil {
-		os.Exit(1)
-	}
-	time.Sleep(d)
-	c.Close()
-	os.Exit(0)
-}
-
 // netnsChild runs a helper of this binary in the network namespace netns
 // ("" for this one) and returns it with the port it printed.
 func netnsChild(t *testing.T, netns, mode string, args ...string) (*exec.Cmd, uint32) {

@@ -57,6 +57,25 @@ func helperTCP(addr, hold string) {
 	os.Exit(0)
 }
 
+// helperServe listens on addr, prints its port, accepts one connection,
+// holds it for the given time, closes it and exits.
+func helperServe(addr, hold string) {
+	d, _ := time.ParseDuration(hold)
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		fmt.Println("ERR", err)
+		os.Exit(1)
+	}
+	fmt.Println(ln.Addr().(*net.TCPAddr).Port)
+	c, err := ln.Accept()
+	if err != nil {
+		os.Exit(1)
+	}
+	time.Sleep(d)
+	c.Close()
+	os.Exit(0)
+}
+
 // helperWatch runs the plugin for a while next to a listener of its own
 // and prints "ROW pid port" per added row and "LOG line" per log line.
 func helperWatch(query string) {
