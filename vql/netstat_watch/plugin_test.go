@@ -146,10 +146,16 @@ func watchWith(t *testing.T, ctx context.Context, plugin NetstatWatchPlugin, que
 	go func() {
 		defer close(out)
 		defer scope.Close()
-		for row := range vql.Eval(ctx, scope) {
+		rows := vql.Eval(ctx, scope)
+		for row := range rows {
 			select {
 			case out <- vfilter.RowToDict(ctx, scope, row):
 			case <-ctx.Done():
+				// Rows keep coming until the plugin sees ctx (with kernel
+				// events, any connection on the host): drain them, or
+				// vfilter's sender blocks for ever.
+				for range rows {
+				}
 				return
 			}
 		}

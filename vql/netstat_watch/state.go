@@ -114,11 +114,12 @@ func (self *watcher) loadState(scope vfilter.Scope, now time.Time) string {
 		}
 	}
 	otherBoot := !watchstate.SameBoot(f.Boot, st.boot)
-	self.track.Restore(saved, tracker.RestoreOptions{
+	// The first snapshot resumes from it (tracker.Resume).
+	self.resume = &resume{saved: saved, opts: tracker.RestoreOptions{
 		NextID:    f.NextID,
 		Covered:   func(s *collector.Socket) bool { return f.Kinds&s.Kind() != 0 },
 		OtherBoot: otherBoot,
-	})
+	}}
 	msg := fmt.Sprintf("state %s: resuming from %s (%d open connections, saved %v ago",
 		path, f.SavedAt.Format(time.RFC3339), open, now.Sub(f.SavedAt).Round(time.Second))
 	if otherBoot {

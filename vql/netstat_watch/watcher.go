@@ -36,7 +36,14 @@ type watcher struct {
 	failures  int // consecutive failed snapshots
 	warnedAcl bool
 
-	st *stateKeeper // nil without a state file
+	st     *stateKeeper // nil without a state file
+	resume *resume      // a state to resume from at the first snapshot
+}
+
+// resume is what a state file gave, for the tracker's first step.
+type resume struct {
+	saved []tracker.Saved
+	opts  tracker.RestoreOptions
 }
 
 func newWatcher(opts *options) (*watcher, error) {
@@ -182,7 +189,7 @@ func (self *watcher) run(ctx context.Context, scope vfilter.Scope,
 		}
 		return true
 	}
-	if self.st != nil {
+	if self.resume != nil {
 		// Resuming: the first snapshot places the saved connections,
 		// which the events then find by cookie.
 		if !deliver(self.tick(scope, time.Now(), self.opts.kinds)) || !drain() {
@@ -275,7 +282,13 @@ func (self *watcher) tick(scope vfilter.Scope, now time.Time, kinds collector.Ki
 			"their sockets show Pid -1", pluginName, st.Denied)
 	}
 
-	events := self.track.UpdateKinds(now, socks, kinds)
+	var events []tracker.Event
+	if r := self.resume; r != nil && kinds == self.opts.kinds {
+		self.resume = nil
+		events = self.track.Resume(now, socks, r.saved, r.opts)
+	} else {
+		events = self.track.UpdateKinds(now, socks, kinds)
+	}
 	if self.st != nil {
 		self.st.updated(len(events) > 0)
 	}

@@ -57,8 +57,9 @@ type RestoreOptions struct {
 	OtherBoot bool
 }
 
-// Restore resumes from connections an earlier tracker saved (Save). Call it
-// before the first Update, which then matches them to its sockets:
+// Resume is a restarted tracker's first step, in place of its first
+// Update: it takes the connections an earlier tracker saved (Save) and the
+// first snapshot, and matches them:
 //
 //   - a saved connection whose socket is there is not reported again (and is
 //     reported Removed, Offline, if the socket is now closed);
@@ -73,13 +74,12 @@ type RestoreOptions struct {
 // owner, for open sockets). So a state saved while reading netlink
 // (cookies) is understood while reading /proc/net (inodes only) and the
 // other way round. An open entry without ID, or with an ID seen before, is
-// skipped.
-func (t *Tracker) Restore(saved []Saved, opts RestoreOptions) {
+// skipped. Later snapshots go to Update.
+func (t *Tracker) Resume(now time.Time, socks []collector.Socket, saved []Saved, opts RestoreOptions) []Event {
 	t.started = true
-	t.restoring = true
-	t.covered = opts.Covered
 	t.nextID = max(t.nextID, opts.NextID)
 	ids := make(map[uint64]bool, len(saved))
+	var restored []*Conn
 	for i := range saved {
 		sv := &saved[i]
 		if sv.ID != 0 && ids[sv.ID] || sv.ID == 0 && !sv.Closed || opts.OtherBoot && sv.Closed {
@@ -87,22 +87,31 @@ func (t *Tracker) Restore(saved []Saved, opts RestoreOptions) {
 		}
 		ids[sv.ID] = true
 		t.nextID = max(t.nextID, sv.ID)
-		t.restored = append(t.restored, &Conn{ID: sv.ID, Socket: sv.Socket, Pid: sv.Pid,
+		restored = append(restored, &Conn{ID: sv.ID, Socket: sv.Socket, Pid: sv.Pid,
 			Direction: sv.Direction, FirstSeen: sv.FirstSeen, LastSeen: sv.FirstSeen,
 			Info: sv.Info, reported: true, closed: sv.Closed, offline: true})
 	}
-	t.otherBoot = opts.OtherBoot
+	if !opts.OtherBoot {
+		t.placeRestored(socks, restored)
+	} else {
+		t.placeRestored(nil, restored)
+	}
+	covered := opts.Covered
+	if covered == nil {
+		covered = func(*collector.Socket) bool { return true }
+	}
+	return t.update(now, socks, collector.AllKinds, covered)
 }
 
 // placeRestored puts the restored connections in the index: under the key of
 // the socket each one matches in this snapshot, or, when none matches and it
 // is open, under a key no socket has (so Update finds it gone). A closed one
 // that matches nothing is forgotten: its remnant has expired.
-func (t *Tracker) placeRestored(socks []collector.Socket) {
+func (t *Tracker) placeRestored(socks []collector.Socket, restored []*Conn) {
 	byCookie := make(map[uint64]*Conn)
 	byInode := make(map[uint64]*Conn)
 	byTup := make(map[tuple][]*Conn)
-	for _, c := range t.restored {
+	for _, c := range restored {
 		s := &c.Socket
 		if s.Cookie != 0 {
 			byCookie[s.Cookie] = c
@@ -115,9 +124,6 @@ func (t *Tracker) placeRestored(socks []collector.Socket) {
 	}
 	matched := make(map[*Conn]bool)
 	for i := range socks {
-		if t.otherBoot {
-			break
-		}
 		s := &socks[i]
 		c := matchRestored(s, byCookie, byInode, byTup, matched)
 		if c == nil {
@@ -132,14 +138,13 @@ func (t *Tracker) placeRestored(socks []collector.Socket) {
 		c.key = k
 		t.conns.put(k, c)
 	}
-	for _, c := range t.restored {
+	for _, c := range restored {
 		if matched[c] || c.closed {
 			continue
 		}
 		c.key = key{kind: byRestored, id: c.ID}
 		t.conns.put(c.key, c)
 	}
-	t.restored, t.otherBoot = nil, false
 }
 
 // matchRestored finds the restored connection a socket is, if any. A kernel

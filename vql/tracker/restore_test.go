@@ -69,9 +69,8 @@ func TestTrackerRestore(t *testing.T) {
 					t.Fatalf("saved %d connections, next ID %d: %+v", len(saved), next, saved)
 				}
 				tr := New(Options{})
-				tr.Restore(saved, RestoreOptions{NextID: next})
 				now := t0.Add(time.Minute)
-				got := renderOffline(tr.Update(now, snaps[to]))
+				got := renderOffline(tr.Resume(now, snaps[to], saved, RestoreOptions{NextID: next}))
 				if fmt.Sprint(got) != fmt.Sprint(want) {
 					t.Errorf("first snapshot:\n got %q\nwant %q", got, want)
 				}
@@ -188,9 +187,15 @@ func TestTrackerRestoreCases(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			tr := New(tc.opts)
-			tr.Restore(tc.saved, RestoreOptions{Covered: tc.covered, OtherBoot: tc.otherBoot})
 			for i, s := range tc.ticks {
-				got := renderOffline(tr.Update(now.Add(time.Duration(i)*time.Second), s))
+				at := now.Add(time.Duration(i) * time.Second)
+				var evs []Event
+				if i == 0 {
+					evs = tr.Resume(at, s, tc.saved, RestoreOptions{Covered: tc.covered, OtherBoot: tc.otherBoot})
+				} else {
+					evs = tr.Update(at, s)
+				}
+				got := renderOffline(evs)
 				if fmt.Sprint(got) != fmt.Sprint(tc.want[i]) {
 					t.Errorf("tick %d:\n got %q\nwant %q", i, got, tc.want[i])
 				}

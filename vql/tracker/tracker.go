@@ -136,11 +136,8 @@ type Tracker struct {
 	nextID  uint64
 	started bool
 
-	// Set by Restore, consumed by the next Update.
-	restoring bool
-	restored  []*Conn
-	covered   func(*collector.Socket) bool
-	otherBoot bool
+	// resuming: within Resume only (its Added rows are Offline).
+	resuming bool
 
 	listeners map[listenKey][]netip.Addr // rebuilt each snapshot
 	events    []Event
@@ -221,15 +218,20 @@ func (t *Tracker) Update(now time.Time, socks []collector.Socket) []Event {
 // connections of the others are not judged by it. (With kernel events for
 // TCP, the UDP tables are polled often and the TCP ones seldom.)
 func (t *Tracker) UpdateKinds(now time.Time, socks []collector.Socket, kinds collector.Kind) []Event {
+	return t.update(now, socks, kinds, nil)
+}
+
+// update is Update, or Resume's first snapshot when covered is not nil
+// (it says which sockets the earlier tracker watched).
+func (t *Tracker) update(now time.Time, socks []collector.Socket, kinds collector.Kind,
+	covered func(*collector.Socket) bool) []Event {
 	t.gen++
 	t.events = t.events[:0]
 	baseline := !t.started && !t.opts.EmitExisting
 	t.started = true
-	restoring := t.restoring
+	restoring := covered != nil
+	t.resuming = restoring
 	t.indexListeners(socks, kinds)
-	if restoring {
-		t.placeRestored(socks)
-	}
 
 	var fresh []int // sockets not tracked before
 	for i := range socks {
@@ -295,7 +297,7 @@ func (t *Tracker) UpdateKinds(now time.Time, socks []collector.Socket, kinds col
 		c := &Conn{ID: t.nextID, key: k, Socket: *s, Pid: s.Pid, FirstSeen: now, LastSeen: now,
 			seen: t.gen, Direction: t.direction(s), offline: restoring}
 		t.conns.put(k, c)
-		if baseline || restoring && t.covered != nil && !t.covered(s) {
+		if baseline || restoring && !covered(s) {
 			c.reported = true
 			c.closed = s.Closed()
 			continue
@@ -331,7 +333,7 @@ func (t *Tracker) UpdateKinds(now time.Time, socks []collector.Socket, kinds col
 	if restoring {
 		// What happened offline has been reported; a socket still held for
 		// its owner keeps the mark until its Added.
-		t.restoring, t.covered = false, nil
+		t.resuming = false
 		t.conns.each(func(c *Conn) {
 			if c.reported {
 				c.offline = false
@@ -403,7 +405,7 @@ func (t *Tracker) maybeAdd(now time.Time, c *Conn) {
 func (t *Tracker) add(now time.Time, c *Conn) {
 	c.reported = true
 	t.events = append(t.events, Event{Diff: Added, Time: now, Conn: c, Offline: c.offline, State: c.Socket.State})
-	if !t.restoring {
+	if !t.resuming {
 		c.offline = false
 	}
 }
