@@ -109,8 +109,9 @@ func (s *Source) Stream(ctx context.Context) <-chan []Event {
 	s.mu.Unlock()
 
 	stop := context.AfterFunc(ctx, func() {
-		// Interrupts a blocked ReadInto.
-		s.rd.SetDeadline(time.Unix(1, 0))
+		// Wakes a ReadInto blocked in its wait (a deadline set now would
+		// only apply to the next wait: a quiet host would never end it).
+		s.rd.Flush()
 	})
 	go func() {
 		defer close(out)
@@ -120,7 +121,7 @@ func (s *Source) Stream(ctx context.Context) <-chan []Event {
 		for ctx.Err() == nil {
 			err := s.rd.ReadInto(&rec)
 			if err != nil {
-				if !errors.Is(err, os.ErrDeadlineExceeded) {
+				if !errors.Is(err, ringbuf.ErrFlushed) {
 					// Closed under us: nothing more to read.
 					return
 				}

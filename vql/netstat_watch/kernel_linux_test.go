@@ -96,7 +96,7 @@ func TestKernelEventsShortConnections(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			rows, logs := watch(t, ctx, "SELECT * FROM netstat_watch(backend='ebpf', kinds='tcp', listening=FALSE)")
-			if !strings.Contains(logs.String(), "kernel events (eBPF)") {
+			if !strings.Contains(logs.String(), "using ebpf") {
 				t.Fatalf("kernel events must load here (root, Linux >= 5.8 with BTF): %s", logs)
 			}
 			srv, sport := netnsChild(t, ns, "serve", "127.0.0.1:0", "5ms")
@@ -147,7 +147,7 @@ func TestKernelEventsDropsReconciled(t *testing.T) {
 	defer cancel()
 	rows, logs, ended := watchWith(t, ctx, NetstatWatchPlugin{},
 		"SELECT * FROM netstat_watch(backend='ebpf', kinds='tcp', listening=FALSE, ring_size=4, reconcile=1)")
-	if !strings.Contains(logs.String(), "kernel events (eBPF)") {
+	if !strings.Contains(logs.String(), "using ebpf") {
 		t.Fatalf("kernel events must load here: %s", logs)
 	}
 
@@ -216,7 +216,7 @@ func TestKernelEventsFallback(t *testing.T) {
 	for _, tc := range []struct {
 		query, want string
 	}{
-		{"SELECT * FROM netstat_watch(kinds='tcp')", "from netlink every 1s (kernel events unavailable: "},
+		{"SELECT * FROM netstat_watch(kinds='tcp')", "every 1s using netlink; kernel events unavailable: "},
 		{"SELECT * FROM netstat_watch(kinds='tcp', backend='ebpf')", "backend=ebpf: kernel events unavailable: "},
 	} {
 		cmd := exec.Command("setpriv", "--bounding-set=-bpf,-perfmon,-sys_admin", "--inh-caps=-all",
@@ -237,7 +237,7 @@ func TestKernelEventsFallback(t *testing.T) {
 func TestKernelEventsCancel(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	rows, logs, ended := watchWith(t, ctx, NetstatWatchPlugin{}, "SELECT * FROM netstat_watch(backend='ebpf')")
-	if !strings.Contains(logs.String(), "kernel events (eBPF)") {
+	if !strings.Contains(logs.String(), "using ebpf") {
 		t.Fatalf("kernel events must load here: %s", logs)
 	}
 	if ours := ourPrograms(t); ours == 0 {

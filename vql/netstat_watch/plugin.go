@@ -184,8 +184,12 @@ func (self NetstatWatchPlugin) Call(ctx context.Context,
 
 		// One line at start; then only errors. Stock diff() and netstat()
 		// log every poll, and client logs are shipped to the server.
-		scope.Log("%s: watching %v from %s%s", pluginName,
-			opts.kinds, w.source(), stateNote)
+		name, detail := w.source()
+		if detail != "" {
+			detail = "; " + detail
+		}
+		scope.Log("%s: watching %v every %v using %s%s%s", pluginName,
+			opts.kinds, opts.period, name, stateNote, detail)
 		if w.kern != nil {
 			defer func() {
 				scope.Log("%s: stopped: %s", pluginName, w.kern.summary())

@@ -100,20 +100,20 @@ func (self *watcher) Close() error {
 	return self.col.Close()
 }
 
-// source says in the start line where connections come from.
-func (self *watcher) source() string {
+// source names the backend in the start line ("every P using X", which
+// artifacts and tests parse) and says more after the state's note.
+func (self *watcher) source() (name, detail string) {
 	if self.kern != nil {
-		s := fmt.Sprintf("kernel events (eBPF), with a %s snapshot every %v", self.col.Name(), self.opts.reconcile)
+		detail = fmt.Sprintf("kernel events (eBPF) for TCP, with a %s snapshot every %v", self.col.Name(), self.opts.reconcile)
 		if self.opts.kinds&(collector.UDP4|collector.UDP6) != 0 {
-			s += fmt.Sprintf(" (UDP every %v)", self.opts.period)
+			detail += fmt.Sprintf("; UDP polled every %v", self.opts.period)
 		}
-		return s
+		return "ebpf", detail
 	}
-	s := fmt.Sprintf("%s every %v", self.col.Name(), self.opts.period)
 	if self.kernErr != nil {
-		s += fmt.Sprintf(" (kernel events unavailable: %v)", self.kernErr)
+		detail = fmt.Sprintf("kernel events unavailable: %v", self.kernErr)
 	}
-	return s
+	return self.col.Name(), detail
 }
 
 // run watches until ctx ends or emit refuses a row.
