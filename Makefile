@@ -27,7 +27,7 @@ ASSETS     := $(STAGE)/artifacts/assets/ab0x.go
 
 PACK       := $(BUILD)/netwatch-artifacts.zip
 
-.PHONY: all windows darwin wine-smoke pack stage test unit fuzz golden cross vet run run-fresh bench bench-quick test-browser soak load clean distclean
+.PHONY: all windows darwin wine-smoke pack stage test unit race fuzz golden cross vet run run-fresh bench bench-quick test-browser soak load clean distclean
 
 all: $(BINARY)
 
@@ -73,17 +73,26 @@ wine-smoke: $(BUILD)/velociraptor.exe
 
 # --- tests -----------------------------------------------------------------
 
-test: vet unit fuzz cross golden
+test: vet unit race fuzz cross golden
 
 vet: $(ASSETS)
 	@unformatted=$$(gofmt -l vql tools internal); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
 
+# The packages with goroutines of their own (the plugin and its state
+# writer, the webhook sender and its retry loop) run under the race
+# detector in `race`, the others here.
+RACE_PKGS := ./vql/netstat_watch ./vql/webhook
+
 unit: $(BINARY)
 	# One package at a time: the end-to-end, benchmark and plugin tests
 	# all time real sockets and processes on a 2-core machine.
-	NETWATCH_BINARY=$(abspath $(BINARY)) $(GO) test -count=1 -p 1 ./...
+	NETWATCH_BINARY=$(abspath $(BINARY)) $(GO) test -count=1 -p 1 \
+	  $$($(GO) list ./... | grep -v -x $(patsubst ./%,-e github.com/netwatch-dfir/netwatch/%,$(RACE_PKGS)))
+
+race: $(ASSETS)
+	$(GO) test -race -count=1 -p 1 $(RACE_PKGS)
 
 # Each fuzz target runs briefly from its checked-in seed corpus.
 fuzz: $(ASSETS)
