@@ -173,8 +173,8 @@ func (self *watcher) maybeFallBack(scope vfilter.Scope) {
 		pluginName, maxFailures)
 }
 
-// eventRow is the row of DESIGN.md: netstat()'s columns, so existing queries
-// keep working, plus what diff() lacked.
+// eventRow is the row of docs/ARCHITECTURE.md: netstat()'s columns, so
+// existing queries keep working, plus what diff() lacked.
 func eventRow(ev *tracker.Event) *ordereddict.Dict {
 	c := ev.Conn
 	s := &c.Socket

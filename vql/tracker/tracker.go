@@ -6,7 +6,8 @@
 // PID -1) looks like one row removed and another added: every short
 // connection alerts twice. Here a connection is one kernel socket, identified
 // by what the OS gives (netlink cookie, else inode, else the tuple plus
-// owner), and the rules of DESIGN.md apply:
+// owner), and the rules of docs/ARCHITECTURE.md ("What is one connection")
+// apply:
 //
 //   - a connection ends (Removed, with its duration) when its owner closes it
 //     (TIME_WAIT, CLOSE or orphaned) or when it disappears;
