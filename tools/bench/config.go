@@ -75,7 +75,7 @@ func method(k Kind, period float64) Method {
 	return Method{string(k) + "-" + strconv.FormatFloat(period, 'f', -1, 64) + "s", k, period}
 }
 
-func stock(p int) Method  { return method(Stock, float64(p)) }
+func stock(p int) Method   { return method(Stock, float64(p)) }
 func nw(p float64) Method  { return method(Watch, p) }
 func ssm(p float64) Method { return method(SS, p) }
 
