@@ -38,7 +38,7 @@ type NetstatWatchArgs struct {
 	Period       float64  `vfilter:"optional,field=period,doc=Seconds between two snapshots of the socket table (float, sub-second allowed, at least 0.01; default 1)."`
 	Kinds        []string `vfilter:"optional,field=kinds,doc=Socket tables to watch: any of tcp, tcp6, udp, udp6 (default all)."`
 	Listening    bool     `vfilter:"optional,field=listening,doc=Also report listening TCP sockets and unconnected UDP sockets (default true)."`
-	EmitExisting bool     `vfilter:"optional,field=emit_existing,doc=Report the sockets present at start as added (default false: the first snapshot is the baseline, as with diff())."`
+	EmitExisting bool     `vfilter:"optional,field=emit_existing,doc=Report the sockets present at start as added with Existing true (default false: the first snapshot is the baseline, as with diff()). Only on a first start: when a state file is resumed, what changed meanwhile is reported Offline instead."`
 	EmitRemoved  bool     `vfilter:"optional,field=emit_removed,doc=Emit a removed row when a connection ends (default true)."`
 	Enrich       bool     `vfilter:"optional,field=enrich,doc=Resolve process details (ProcInfo) when a connection is first seen (default true)."`
 	Backend      string   `vfilter:"optional,field=backend,doc=Socket table source: auto (default; netlink on Linux, falling back to /proc/net), netlink or procfs."`

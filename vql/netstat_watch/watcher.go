@@ -29,6 +29,13 @@ type watcher struct {
 	warnedAcl bool
 
 	st *stateKeeper // nil without a state file
+
+	// With emit_existing and no state to resume from, the connections of
+	// the first snapshot are reported as Existing: their IDs are the
+	// first ones the tracker hands out, up to existingUpTo.
+	resumed      bool // the tracker was restored from a state file
+	firstDone    bool // the tracker has had its first snapshot
+	existingUpTo uint64
 }
 
 func newWatcher(opts *options) (*watcher, error) {
@@ -66,7 +73,7 @@ func (self *watcher) run(ctx context.Context, scope vfilter.Scope,
 	for {
 		out := self.tick(scope, time.Now())
 		for i := range out {
-			if !emit(eventRow(&out[i].ev)) {
+			if !emit(eventRow(&out[i])) {
 				if self.st != nil {
 					self.st.undelivered(out[i:])
 				}
@@ -92,6 +99,9 @@ func (self *watcher) run(ctx context.Context, scope vfilter.Scope,
 // thousands of rows held together cost ~4 KB each.
 type output struct {
 	ev tracker.Event
+	// existing: an added row for a connection that was already open
+	// when watching first began (no state resumed), not one seen opening.
+	existing bool
 }
 
 // tick takes one snapshot and returns the events to report.
@@ -126,6 +136,12 @@ func (self *watcher) tick(scope vfilter.Scope, now time.Time) []output {
 
 	var rows []output
 	events := self.track.Update(now, socks)
+	if !self.firstDone {
+		self.firstDone = true
+		if self.opts.emitExisting && !self.resumed {
+			self.existingUpTo = self.track.NextID()
+		}
+	}
 	if self.st != nil {
 		self.st.updated(len(events) > 0)
 	}
@@ -144,7 +160,8 @@ func (self *watcher) tick(scope vfilter.Scope, now time.Time) []output {
 				c.Info = p
 			}
 		}
-		rows = append(rows, output{ev})
+		rows = append(rows, output{ev: ev,
+			existing: ev.Diff == tracker.Added && c.ID <= self.existingUpTo})
 	}
 	return rows
 }
@@ -175,7 +192,8 @@ func (self *watcher) maybeFallBack(scope vfilter.Scope) {
 
 // eventRow is the row of DESIGN.md: netstat()'s columns, so existing queries
 // keep working, plus what diff() lacked.
-func eventRow(ev *tracker.Event) *ordereddict.Dict {
+func eventRow(o *output) *ordereddict.Dict {
+	ev := &o.ev
 	c := ev.Conn
 	s := &c.Socket
 	row := ordereddict.NewDict().
@@ -200,7 +218,8 @@ func eventRow(ev *tracker.Event) *ordereddict.Dict {
 	return row.
 		Set("ConnId", c.ID).
 		Set("Uid", s.UID).
-		Set("Offline", ev.Offline)
+		Set("Offline", ev.Offline).
+		Set("Existing", o.existing)
 }
 
 func addr(ip string, port uint16) *ordereddict.Dict {
