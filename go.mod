@@ -3,8 +3,9 @@ module github.com/netwatch-dfir/netwatch
 go 1.26
 
 require (
+	github.com/cilium/ebpf v0.22.0
 	github.com/shirou/gopsutil/v4 v4.25.1
-	golang.org/x/sys v0.33.0
+	golang.org/x/sys v0.43.0
 	www.velocidex.com/golang/velociraptor v0.75.2
 )
 
@@ -16,8 +17,11 @@ require (
 	github.com/tklauser/go-sysconf v0.3.12 // indirect
 	github.com/tklauser/numcpus v0.6.1 // indirect
 	github.com/yusufpapurcu/wmi v1.2.4 // indirect
+	go.uber.org/goleak v1.3.0 // indirect
 )
 
 // Repeated from upstream's go.mod: replace directives of a dependency are
 // not inherited, and Velociraptor's markdown rendering needs this fork.
 replace github.com/russross/blackfriday/v2 => github.com/Velocidex/blackfriday/v2 v2.0.2-0.20200811050547-4f26a09e2b3b
+
+tool github.com/cilium/ebpf/cmd/bpf2go

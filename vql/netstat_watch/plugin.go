@@ -43,7 +43,7 @@ type NetstatWatchArgs struct {
 	Enrich       bool     `vfilter:"optional,field=enrich,doc=Resolve process details (ProcInfo) when a connection is first seen (default true)."`
 	Backend      string   `vfilter:"optional,field=backend,doc=Socket table source: auto (default; netlink on Linux, falling back to /proc/net), netlink or procfs."`
 	CacheSize    int64    `vfilter:"optional,field=cache_size,doc=Most processes kept in the process details cache (default 4096)."`
-	State        string   `vfilter:"optional,field=state,doc=File where the connections reported and still open are kept across restarts (default none). When it exists at start: what changed while not watching is reported with Offline true (added: opened since; removed: ended since) instead of taking the first snapshot as a baseline. Written atomically (mode 0600) at most every 5 s when something changed (less often for a big state) and when the query ends."`
+	State        string   `vfilter:"optional,field=state,doc=File where the connections reported and still open are kept across restarts (default none). When it exists at start: what changed while not watching is reported with Offline true (added: opened since; removed: ended since) instead of taking the first snapshot as a baseline. Written atomically (mode 0600) at most every 5 s when something changed (less often for a big state) and when the query ends. Needs FILESYSTEM_WRITE."`
 }
 
 // options are validated arguments with their defaults applied.
@@ -57,13 +57,15 @@ type options struct {
 	backend      string
 	cacheSize    int
 	state        string // state file path; "" for none
+	stateTiming  stateTiming
 }
 
 // parseOptions applies defaults: vfilter cannot tell an absent bool from
 // false, so the raw args say which defaults-true switches were given.
 func parseOptions(a *NetstatWatchArgs, raw *ordereddict.Dict) (*options, error) {
 	o := &options{listening: true, emitRemoved: true, enrich: true,
-		emitExisting: a.EmitExisting, backend: "auto", cacheSize: 4096}
+		emitExisting: a.EmitExisting, backend: "auto", cacheSize: 4096,
+		stateTiming: defaultStateTiming}
 	period := 1.0
 	if _, ok := raw.Get("period"); ok {
 		period = a.Period
@@ -103,7 +105,11 @@ func parseOptions(a *NetstatWatchArgs, raw *ordereddict.Dict) (*options, error) 
 	return o, nil
 }
 
-type NetstatWatchPlugin struct{}
+// NetstatWatchPlugin is registered with the default state timings; tests
+// add one with shorter timings to the scope they query.
+type NetstatWatchPlugin struct {
+	stateTiming *stateTiming // nil: defaultStateTiming
+}
 
 func (self NetstatWatchPlugin) Call(ctx context.Context,
 	scope vfilter.Scope, args *ordereddict.Dict) <-chan vfilter.Row {
@@ -113,27 +119,43 @@ func (self NetstatWatchPlugin) Call(ctx context.Context,
 		defer close(output_chan)
 		defer vql_subsystem.RegisterMonitor(ctx, pluginName, args)()
 
+		// Argument and setup errors are logged at ERROR level ("ERROR:"
+		// prefix): Velociraptor then marks the collection, notebook cell or
+		// `query` command failed, which a plain log line does not do.
 		err := vql_subsystem.CheckAccess(scope, acls.MACHINE_STATE)
 		if err != nil {
-			scope.Log("%s: %v", pluginName, err)
+			scope.Error("%s: %v", pluginName, err)
 			return
 		}
 
 		arg := &NetstatWatchArgs{}
 		err = arg_parser.ExtractArgsWithContext(ctx, scope, args, arg)
 		if err != nil {
-			scope.Log("%s: %v", pluginName, err)
+			scope.Error("%s: %v", pluginName, err)
 			return
 		}
 		opts, err := parseOptions(arg, args)
 		if err != nil {
-			scope.Log("%s: %v", pluginName, err)
+			scope.Error("%s: %v", pluginName, err)
 			return
+		}
+		if self.stateTiming != nil {
+			opts.stateTiming = *self.stateTiming
+		}
+		// The state file is created or replaced wherever the caller says,
+		// so, as for any VQL that writes files, that takes FILESYSTEM_WRITE
+		// (an analyst with MACHINE_STATE must not overwrite the server's
+		// files through a notebook).
+		if opts.state != "" {
+			if err := vql_subsystem.CheckAccess(scope, acls.FILESYSTEM_WRITE); err != nil {
+				scope.Error("%s: state: %v", pluginName, err)
+				return
+			}
 		}
 
 		w, err := newWatcher(opts)
 		if err != nil {
-			scope.Log("%s: %v", pluginName, err)
+			scope.Error("%s: %v", pluginName, err)
 			return
 		}
 		defer w.Close()

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/Velocidex/ordereddict"
+	"go.uber.org/goleak"
 
 	"github.com/netwatch-dfir/netwatch/internal/testutil"
 )
@@ -93,7 +94,7 @@ func TestChurnNoLossNoDup(t *testing.T) {
 		// remnant to expire (60 s), so that memory must come back down.
 		rate, settle = 2000, 65*time.Second
 	}
-	baseG := runtime.NumGoroutine()
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	baseHeap := heapInUse()
 
 	ctx, cancel := context.WithTimeout(context.Background(), dur+settle+60*time.Second)
@@ -214,13 +215,6 @@ loop:
 			lost, doubled, unknown, len(stray), logs)
 	}
 
-	deadline := time.Now().Add(3 * time.Second)
-	for runtime.NumGoroutine() > baseG && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if g := runtime.NumGoroutine(); g > baseG {
-		t.Errorf("goroutines: %d before, %d after", baseG, g)
-	}
 }
 
 func heapInUse() uint64 {

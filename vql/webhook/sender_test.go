@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
 // receiver is a real HTTP receiver on a fixed loopback port that can be
@@ -417,6 +419,7 @@ func TestURLNeverLoggedNorReturned(t *testing.T) {
 }
 
 func TestRetryLoopEndsWithContext(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	rcv := newReceiver(t)
 	rcv.stop()
 	ctx, cancel := context.WithCancel(context.Background())
