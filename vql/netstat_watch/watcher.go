@@ -301,7 +301,7 @@ func (self *watcher) filter(events []tracker.Event) []output {
 				c.Info = p
 			}
 		}
-		rows = append(rows, output{ev})
+		rows = append(rows, output{ev: ev})
 	}
 	return rows
 }
@@ -358,7 +358,8 @@ func (self *watcher) row(ev *tracker.Event) *ordereddict.Dict {
 		Set("ConnId", c.ID).
 		Set("Uid", s.UID).
 		Set("Offline", ev.Offline).
-		Set("Netns", self.netnsOf(c))
+		Set("Netns", self.netnsOf(c)).
+		Set("Existing", ev.Existing)
 }
 
 // netnsOf is the inode of a connection's network namespace: the one

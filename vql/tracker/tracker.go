@@ -76,6 +76,7 @@ type Conn struct {
 	closed   bool   // Removed was emitted, or it was first seen closed
 	held     int    // ticks waited for an owner
 	offline  bool   // its change happened while no tracker watched (Restore)
+	existing bool   // in the first snapshot of a tracker with EmitExisting
 	// evAt is when the last kernel event about it was applied: a snapshot
 	// taken before then says nothing about whether it is gone.
 	evAt time.Time
@@ -94,6 +95,10 @@ type Event struct {
 	// ended) at some time before Time, not within a period of it. Duration
 	// is then an upper bound.
 	Offline bool
+	// Existing: an Added of a socket that was already there at the first
+	// snapshot of a tracker with EmitExisting that resumed nothing: found
+	// open, not seen opening (FirstSeen is the start of watching).
+	Existing bool
 }
 
 // Options tune a Tracker. The zero value is usable.
@@ -220,6 +225,8 @@ func (t *Tracker) UpdateKinds(now time.Time, socks []collector.Socket, kinds col
 	t.gen++
 	t.events = t.events[:0]
 	baseline := !t.started && !t.opts.EmitExisting
+	// Restore starts the tracker too: a resumed watch has no Existing.
+	existing := !t.started && t.opts.EmitExisting
 	t.started = true
 	restoring := t.restoring
 	t.indexListeners(socks, kinds)
@@ -289,7 +296,7 @@ func (t *Tracker) UpdateKinds(now time.Time, socks []collector.Socket, kinds col
 		}
 		t.nextID++
 		c := &Conn{ID: t.nextID, key: k, Socket: *s, Pid: s.Pid, FirstSeen: now, LastSeen: now,
-			seen: t.gen, Direction: t.direction(s), offline: restoring}
+			seen: t.gen, Direction: t.direction(s), offline: restoring, existing: existing}
 		t.conns.put(k, c)
 		if baseline || restoring && t.covered != nil && !t.covered(s) {
 			c.reported = true
@@ -398,7 +405,7 @@ func (t *Tracker) maybeAdd(now time.Time, c *Conn) {
 
 func (t *Tracker) add(now time.Time, c *Conn) {
 	c.reported = true
-	t.events = append(t.events, Event{Diff: Added, Time: now, Conn: c, Offline: c.offline})
+	t.events = append(t.events, Event{Diff: Added, Time: now, Conn: c, Offline: c.offline, Existing: c.existing})
 	if !t.restoring {
 		c.offline = false
 	}
