@@ -15,39 +15,9 @@ flags=(--testonly)
 # NO_ALARM=1: no 30 s limit per file (a machine too loaded to run one in time).
 [[ -n "${NO_ALARM:-}" ]] && flags+=(--disable_alarm)
 
-# Test wrappers (testdata/wrappers/NAME.yaml): Test.NAME is the shipped
-# artifacts/NAME.yaml renamed, with the wrapper's parameters added and its
-# query in place of the shipped source's live part (from the line marked
-# "-- ---- live events" on), so that golden tests feed the shipped logic
-# rows without a test path in what users run.
+# The golden tests' Test. artifacts (see tools/golden/wrap.sh).
 defs="$ROOT/build/golden-artifacts"
-rm -rf "$defs"
-mkdir -p "$defs"
-for wrapper in "$ROOT"/testdata/wrappers/*.yaml; do
-    [[ -e "$wrapper" ]] || continue
-    name="$(basename "$wrapper" .yaml)"
-    awk -v wrapper="$wrapper" '
-        BEGIN {
-            part = ""
-            while ((getline line < wrapper) > 0) {
-                if (line ~ /^parameters:/) { part = "p"; continue }
-                if (line ~ /^sources:/) { part = "s"; continue }
-                if (part == "s" && line ~ /- query: [|]/) { part = "q"; continue }
-                if (part == "p") params = params line "\n"
-                if (part == "q") query = query line "\n"
-            }
-        }
-        /^name: / { print "name: Test." substr($0, 7); next }
-        /^parameters:/ { print; printf "%s", params; next }
-        /^[A-Za-z_]+:/ { insrc = ($0 ~ /^sources:/) }
-        insrc && /-- ---- live events/ { cut = 1 }
-        !cut { print }
-        END {
-            if (!cut) { print "run.sh: no live events marker in " FILENAME > "/dev/stderr"; exit 1 }
-            printf "%s", query
-        }
-    ' "$ROOT/artifacts/$name.yaml" > "$defs/Test.$name.yaml"
-done
+"$ROOT/tools/golden/wrap.sh" "$defs"
 
 # Upstream's test config points its read-only datastore at paths relative to
 # the staged source tree.
