@@ -3,8 +3,9 @@ module github.com/netwatch-dfir/netwatch
 go 1.26
 
 require (
+	github.com/cilium/ebpf v0.22.0
 	github.com/shirou/gopsutil/v4 v4.25.1
-	golang.org/x/sys v0.33.0
+	golang.org/x/sys v0.43.0
 	www.velocidex.com/golang/velociraptor v0.75.2
 )
 
@@ -31,3 +32,5 @@ require (
 // Repeated from upstream's go.mod: replace directives of a dependency are
 // not inherited, and Velociraptor's markdown rendering needs this fork.
 replace github.com/russross/blackfriday/v2 => github.com/Velocidex/blackfriday/v2 v2.0.2-0.20200811050547-4f26a09e2b3b
+
+tool github.com/cilium/ebpf/cmd/bpf2go

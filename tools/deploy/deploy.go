@@ -65,7 +65,13 @@ var DefaultPorts = Ports{Frontend: 8000, API: 8001, GUI: 8889, Monitoring: 8003}
 type Options struct {
 	Binary string // the custom velociraptor binary
 	Dir    string // datastore folder; created if missing
-	Fresh  bool   // wipe Dir first
+
+	// ClientBinary is what separate clients run (StartClient,
+	// StartPool); default Binary. Set it with Binary a stock Velociraptor
+	// and NoClient: the recommended deployment, a server without netwatch
+	// code (it needs the artifact pack: ImportPack) and netwatch clients.
+	ClientBinary string
+	Fresh        bool // wipe Dir first
 
 	// Ports to prefer; a port that is taken (or zero) is replaced by a
 	// free one.
@@ -90,12 +96,13 @@ type Options struct {
 
 // Deployment is a running `velociraptor gui`.
 type Deployment struct {
-	Binary    string
-	Dir       string
-	Ports     Ports
-	APIConfig string // API client config (administrator)
-	GUIURL    string // https://127.0.0.1:PORT/
-	LogPath   string // velociraptor's output
+	Binary       string
+	ClientBinary string // see Options.ClientBinary
+	Dir          string
+	Ports        Ports
+	APIConfig    string // API client config (administrator)
+	GUIURL       string // https://127.0.0.1:PORT/
+	LogPath      string // velociraptor's output
 
 	cmd      *exec.Cmd
 	logFile  *os.File
@@ -116,6 +123,15 @@ func Start(ctx context.Context, opts Options) (*Deployment, error) {
 	}
 	if _, err := os.Stat(bin); err != nil {
 		return nil, fmt.Errorf("deploy: binary: %w (run make first)", err)
+	}
+	clientBin := bin
+	if opts.ClientBinary != "" {
+		if clientBin, err = filepath.Abs(opts.ClientBinary); err != nil {
+			return nil, err
+		}
+		if _, err := os.Stat(clientBin); err != nil {
+			return nil, fmt.Errorf("deploy: client binary: %w", err)
+		}
 	}
 	dir, err := filepath.Abs(opts.Dir)
 	if err != nil {
@@ -154,14 +170,15 @@ func Start(ctx context.Context, opts Options) (*Deployment, error) {
 			return nil, err
 		}
 		d := &Deployment{
-			Binary:    bin,
-			Dir:       dir,
-			Ports:     ports,
-			APIConfig: filepath.Join(dir, "api.config.yaml"),
-			GUIURL:    fmt.Sprintf("https://127.0.0.1:%d/", ports.GUI),
-			LogPath:   filepath.Join(dir, "velociraptor.log"),
-			noClient:  opts.NoClient,
-			done:      make(chan struct{}),
+			Binary:       bin,
+			ClientBinary: clientBin,
+			Dir:          dir,
+			Ports:        ports,
+			APIConfig:    filepath.Join(dir, "api.config.yaml"),
+			GUIURL:       fmt.Sprintf("https://127.0.0.1:%d/", ports.GUI),
+			LogPath:      filepath.Join(dir, "velociraptor.log"),
+			noClient:     opts.NoClient,
+			done:         make(chan struct{}),
 		}
 		if err := d.writeConfigs(ctx); err != nil {
 			return nil, err

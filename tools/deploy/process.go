@@ -66,7 +66,7 @@ func (d *Deployment) StartClient(ctx context.Context, opts ClientOptions) (*Proc
 	if err != nil {
 		return nil, err
 	}
-	return startProcess(d.Binary, "client "+opts.Name, dir, cfg, opts.Output,
+	return startProcess(d.ClientBinary, "client "+opts.Name, dir, cfg, opts.Output,
 		"--config", cfg, "client", "-v")
 }
 
@@ -143,7 +143,7 @@ func (d *Deployment) StartPool(ctx context.Context, opts PoolOptions) (*Process,
 	if opts.StartRate > 0 {
 		args = append(args, "--start_rate", strconv.Itoa(opts.StartRate))
 	}
-	return startProcess(d.Binary, "pool "+opts.Name, dir, cfg, opts.Output, args...)
+	return startProcess(d.ClientBinary, "pool "+opts.Name, dir, cfg, opts.Output, args...)
 }
 
 // derivedClientConfig writes dir/client.config.yaml: the deployment's

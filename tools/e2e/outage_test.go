@@ -30,6 +30,7 @@ const outageToken = "NETWATCH-E2E-SECRET-7c1f0d"
 // deployment holds the token.
 func TestWebhookOutage(t *testing.T) {
 	binary, exe, _ := needBinary(t)
+	needNetwatchServer(t) // the queue is netwatch_webhook()'s
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
@@ -305,7 +306,13 @@ func checkReaderRefused(ctx context.Context, t *testing.T, d *deploy.Deployment,
 // waitUntil polls cond for up to 30 s.
 func waitUntil(ctx context.Context, t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	waitUntilFor(ctx, t, what, 30*time.Second, cond)
+}
+
+// waitUntilFor polls cond for up to d.
+func waitUntilFor(ctx context.Context, t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			t.Fatalf("timed out waiting for %s", what)

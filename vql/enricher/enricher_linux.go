@@ -24,6 +24,7 @@ const clockTicks = 100
 type Enricher struct {
 	procRoot string
 	cache    lru
+	execs    lru // from exec events (NoteExec); empty without them
 	users    map[int32]string
 	boot     time.Time
 	stat     []byte // reused: stat is read on every Lookup

@@ -15,6 +15,7 @@ import (
 
 	"github.com/Velocidex/ordereddict"
 	"go.uber.org/goleak"
+	acl_proto "www.velocidex.com/golang/velociraptor/acls/proto"
 	vql_subsystem "www.velocidex.com/golang/velociraptor/vql"
 	"www.velocidex.com/golang/velociraptor/vql/acl_managers"
 	"www.velocidex.com/golang/vfilter"
@@ -32,11 +33,32 @@ func TestMain(m *testing.M) {
 		helperUDP(os.Args[1], os.Args[2])
 	case "watch":
 		helperWatch(os.Args[1])
+	case "serve":
+		helperServe(os.Args[1], os.Args[2])
 	case "churn":
 		helperChurn(os.Args[1], os.Args[2])
 	default:
 		os.Exit(m.Run())
 	}
+}
+
+// helperServe listens on addr, prints its port, accepts one connection,
+// holds it for the given time, closes it and exits.
+func helperServe(addr, hold string) {
+	d, _ := time.ParseDuration(hold)
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		fmt.Println("ERR", err)
+		os.Exit(1)
+	}
+	fmt.Println(ln.Addr().(*net.TCPAddr).Port)
+	c, err := ln.Accept()
+	if err != nil {
+		os.Exit(1)
+	}
+	time.Sleep(d)
+	c.Close()
+	os.Exit(0)
 }
 
 // helperTCP connects to addr, prints its local port, holds the connection
@@ -132,6 +154,12 @@ func watchWith(t *testing.T, ctx context.Context, plugin NetstatWatchPlugin, que
 			}
 		}
 	}()
+	// Past the start line, kernel events are attached: a connection made
+	// from then on is reported (polling: after the first snapshot).
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(logs.String(), pluginName+":") &&
+		time.Now().Before(deadline) && ctx.Err() == nil; {
+		time.Sleep(10 * time.Millisecond)
+	}
 	return out, logs, end
 }
 
@@ -168,6 +196,13 @@ func waitPluginEnd(t *testing.T, ended <-chan struct{}) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("plugin still running 5 s after the query was cancelled")
 	}
+}
+
+// logLines counts the plugin's log lines but the stop line of kernel
+// events (its figures: records read, dropped).
+func logLines(logs *testutil.QueryLog) int {
+	l := logs.String()
+	return strings.Count(l, pluginName+":") - strings.Count(l, pluginName+": stopped:")
 }
 
 func get(row *ordereddict.Dict, path string) any {
@@ -304,7 +339,7 @@ func TestShortConnectionFromChildProcess(t *testing.T) {
 			if !ok || d < 0.2 || d > 2 {
 				t.Errorf("Duration = %v, want about 0.3 s", get(r, "Duration"))
 			}
-			if strings.Count(logs.String(), "netstat_watch:") != 1 {
+			if logLines(logs) != 1 {
 				t.Errorf("want exactly one log line, got:\n%s", logs)
 			}
 			if f := testutil.FailingLines(logs.String()); len(f) > 0 {
@@ -349,7 +384,9 @@ func TestArgErrors(t *testing.T) {
 		{"period=0.001", "period"},
 		{"period='x'", "period"},
 		{"kinds=['tcp', 'sctp']", `"sctp"`},
-		{"backend='ebpf'", "backend"},
+		{"backend='kprobe'", "backend"},
+		{"reconcile=0.5", "reconcile"},
+		{"ring_size=3", "ring_size"},
 		{"cache_size=0", "cache_size"},
 	} {
 		t.Run(tc.args, func(t *testing.T) {
@@ -390,6 +427,50 @@ func TestRequiresMachineState(t *testing.T) {
 	}
 	if len(testutil.FailingLines(logs.String())) == 0 {
 		t.Errorf("Velociraptor would not mark the query failed: %q", logs)
+	}
+}
+
+// A state file is written where the caller says: that needs
+// FILESYSTEM_WRITE besides MACHINE_STATE, and nothing is written without it.
+func TestStateRequiresFilesystemWrite(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state")
+	for _, tc := range []struct {
+		name   string
+		policy *acl_proto.ApiClientACL
+		denied bool
+	}{
+		{"machine state only", &acl_proto.ApiClientACL{MachineState: true}, true},
+		{"machine state and filesystem write", &acl_proto.ApiClientACL{MachineState: true, FilesystemWrite: true}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			logs := &testutil.QueryLog{}
+			scope := vql_subsystem.MakeScope().AppendVars(ordereddict.NewDict().
+				Set(vql_subsystem.ACL_MANAGER_VAR, &acl_managers.RoleACLManager{Token: tc.policy}))
+			scope.SetLogger(logs.Logger())
+			defer scope.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			for range (NetstatWatchPlugin{}).Call(ctx, scope, ordereddict.NewDict().
+				Set("state", path).Set("period", 0.1)) {
+			}
+			_, statErr := os.Stat(path)
+			if tc.denied {
+				if log := logs.String(); !strings.Contains(log, "state: PermissionDenied") ||
+					!strings.Contains(log, "FILESYSTEM_WRITE") {
+					t.Errorf("log %q does not refuse the state file", logs)
+				}
+				if statErr == nil {
+					t.Error("state file written without FILESYSTEM_WRITE")
+				}
+				return
+			}
+			if strings.Contains(logs.String(), "Permission denied") {
+				t.Errorf("refused with FILESYSTEM_WRITE: %q", logs)
+			}
+			if statErr != nil {
+				t.Errorf("state file not written at the end of the query: %v", statErr)
+			}
+		})
 	}
 }
 

@@ -51,7 +51,7 @@ type File struct {
 	Kinds   collector.Kind // the socket tables the watcher read
 	NextID  uint64         // tracker.NextID
 	// Conns are open connections and the closed ones whose remnant was
-	// still in the table. Info is a *enricher.Process or nil.
+	// still in the table. Info is nil when the process was not resolved.
 	Conns []tracker.Saved
 }
 
@@ -118,7 +118,8 @@ func appendBody(dst []byte, f *File) ([]byte, error) {
 	for i := range f.Conns {
 		c := &f.Conns[i]
 		n := 0
-		if p, ok := c.Info.(*enricher.Process); ok && p != nil {
+		if p := c.Info; p != nil {
+			var ok bool
 			if n, ok = procs[p]; !ok {
 				order = append(order, p)
 				n = len(order)
