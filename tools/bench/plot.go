@@ -7,6 +7,7 @@ import (
 	"image/color"
 	"math"
 	"os"
+	"strings"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/font"
@@ -72,8 +73,8 @@ func (c *Chart) plot() (*plot.Plot, error) {
 	p.Title.Text = c.Title
 	p.Title.TextStyle.Font.Size = vg.Points(15)
 	p.X.Label.Text = c.XLabel
-	for _, n := range c.Notes {
-		p.X.Label.Text += "\n" + n
+	if len(c.Notes) > 0 {
+		p.X.Label.Text += "\n" + strings.Join(c.Notes, "; ")
 	}
 	p.Y.Label.Text = c.YLabel
 	for _, ax := range []*plot.Axis{&p.X, &p.Y} {
@@ -151,7 +152,7 @@ func ticks(ts []Tick) plot.Ticker {
 	return out
 }
 
-// savePNG draws the charts side by side, each w by h pixels.
+// savePNG draws the charts one above the other, each w by h pixels.
 func savePNG(path string, w, h int, charts ...*Chart) error {
 	row := make([]*plot.Plot, len(charts))
 	for i, c := range charts {
@@ -163,17 +164,21 @@ func savePNG(path string, w, h int, charts ...*Chart) error {
 	}
 	// 96 dpi: the sizes are pixels on screen.
 	const dpi = 96
-	width := font.Length(w*len(charts)) * vg.Inch / dpi
-	height := font.Length(h) * vg.Inch / dpi
+	width := font.Length(w) * vg.Inch / dpi
+	height := font.Length(h*len(charts)) * vg.Inch / dpi
 	img := vgimg.NewWith(vgimg.UseWH(width, height), vgimg.UseDPI(dpi))
 	dc := draw.New(img)
 	dc.SetColor(color.White)
 	dc.Fill(dc.Rectangle.Path())
-	tiles := draw.Tiles{Rows: 1, Cols: len(charts), PadX: vg.Points(12),
+	tiles := draw.Tiles{Rows: len(charts), Cols: 1, PadY: vg.Points(12),
 		PadTop: vg.Points(6), PadBottom: vg.Points(6), PadLeft: vg.Points(6), PadRight: vg.Points(12)}
-	canvases := plot.Align([][]*plot.Plot{row}, tiles, dc)
+	col := make([][]*plot.Plot, len(row))
 	for i, p := range row {
-		p.Draw(canvases[0][i])
+		col[i] = []*plot.Plot{p}
+	}
+	canvases := plot.Align(col, tiles, dc)
+	for i, p := range row {
+		p.Draw(canvases[i][0])
 	}
 	f, err := os.Create(path)
 	if err != nil {

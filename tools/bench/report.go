@@ -763,7 +763,7 @@ func (a *analysis) plots(out string) error {
 		LogX: true, LogY: true, XMin: xmin, XMax: xmax, YMin: ymin, YMax: ymax,
 		XTicks: xt, YTicks: logTicks(ymin, ymax, func(v float64) string { return fmt.Sprintf("%g", v) }),
 		Series: series,
-		Notes:  []string{"median of " + fmt.Sprint(cfg.Runs) + " run(s),", "whiskers: min-max", "1000 ms/s = one core", "dashed: stock diff(netstat()) and", "ss -tunap (no Velociraptor)"},
+		Notes:  []string{"median of " + fmt.Sprint(cfg.Runs) + " run(s), whiskers min-max", "1000 ms/s = one core", "dashed: stock diff(netstat()) and ss -tunap (no Velociraptor)"},
 	}
 	if err := savePNG(filepath.Join(out, cpuPlot), 1000, 620, cpuChart); err != nil {
 		return err
@@ -790,7 +790,7 @@ func (a *analysis) plots(out string) error {
 		}
 		lo, hi := float64(cfg.Lifetimes[0]/time.Millisecond), float64(cfg.Lifetimes[len(cfg.Lifetimes)-1]/time.Millisecond)
 		return &Chart{Title: title, XLabel: "connection lifetime (log)", YLabel: "% of connections",
-			LogX: true, XMin: lo / 1.5, XMax: hi * 1.5, YMin: 0, YMax: 100,
+			LogX: true, XMin: lo / 1.5, XMax: hi * 1.5, YMin: 0, YMax: 118, // room for the legend
 			XTicks: lt, YTicks: []Tick{{0, "0"}, {20, "20"}, {40, "40"}, {60, "60"}, {80, "80"}, {100, "100"}},
 			Series: ss, Notes: []string{"pooled over " + fmt.Sprint(cfg.Runs) + " run(s)", "dashed: stock diff(netstat())"}}
 	}
