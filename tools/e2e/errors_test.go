@@ -98,8 +98,8 @@ FROM scope()`, map[string]string{"NetwatchClient": id, "NetwatchArtifact": artif
 	r.checkNothingLeft()
 }
 
-// waitFlowDone waits until the flow has left the RUNNING state and returns
-// its state and status message.
+// waitFlowDone waits until the flow is done (neither WAITING for the
+// client to take it, nor RUNNING) and returns its state and status message.
 func waitFlowDone(ctx context.Context, t *testing.T, d *deploy.Deployment, client, flow string) (state, status string) {
 	t.Helper()
 	deadline := time.Now().Add(90 * time.Second)
@@ -108,7 +108,7 @@ func waitFlowDone(ctx context.Context, t *testing.T, d *deploy.Deployment, clien
 			map[string]string{"NetwatchClient": client, "NetwatchFlow": flow})
 		if err == nil && len(rows) == 1 {
 			state, status = fmt.Sprint(rows[0]["state"]), fmt.Sprint(rows[0]["status"])
-			if state != "RUNNING" && state != "<nil>" {
+			if state != "WAITING" && state != "RUNNING" && state != "<nil>" {
 				return state, status
 			}
 		}
