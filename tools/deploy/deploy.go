@@ -31,6 +31,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/netwatch-dfir/netwatch/internal/atomicfile"
 )
 
 // Login of the GUI user that `gui` mode creates (upstream hard-codes the
@@ -229,7 +231,7 @@ func (d *Deployment) writeConfigs(ctx context.Context) error {
 			return fmt.Errorf("deploy: generating config: %w", err)
 		}
 	}
-	if err := writeFileAtomic(server, out, 0o600); err != nil {
+	if err := atomicfile.Write(server, 0o600, out); err != nil {
 		return err
 	}
 
@@ -237,7 +239,7 @@ func (d *Deployment) writeConfigs(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("deploy: client config: %w", err)
 	}
-	if err := writeFileAtomic(client, out, 0o600); err != nil {
+	if err := atomicfile.Write(client, 0o600, out); err != nil {
 		return err
 	}
 
@@ -246,7 +248,7 @@ func (d *Deployment) writeConfigs(ctx context.Context) error {
 	if b, err := os.ReadFile(d.APIConfig); err == nil {
 		re := regexp.MustCompile(`(?m)^api_connection_string: .*$`)
 		b = re.ReplaceAll(b, []byte(fmt.Sprintf("api_connection_string: 127.0.0.1:%d", d.Ports.API)))
-		return writeFileAtomic(d.APIConfig, b, 0o600)
+		return atomicfile.Write(d.APIConfig, 0o600, b)
 	}
 	if _, err := d.run(ctx, "--config", server, "config", "api_client",
 		"--name", APIUser, "--role", "administrator", d.APIConfig); err != nil {
@@ -490,14 +492,6 @@ func (d *Deployment) QueryRaw(ctx context.Context, vql string, env map[string]st
 		return nil, logs, &QueryError{Query: vql, Log: failures}
 	}
 	return stdout.Bytes(), logs, nil
-}
-
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, mode); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }
 
 // deepMerge merges b into a (maps merged recursively, other values of b

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/netwatch-dfir/netwatch/internal/atomicfile"
 )
 
 // Process is a velociraptor client process started next to a server
@@ -160,7 +162,7 @@ func (d *Deployment) derivedClientConfig(ctx context.Context, dir string, settin
 		return "", fmt.Errorf("deploy: client config for %s: %w", dir, err)
 	}
 	path := filepath.Join(dir, "client.config.yaml")
-	return path, writeFileAtomic(path, out, 0o600)
+	return path, atomicfile.Write(path, 0o600, out)
 }
 
 func startProcess(binary, name, dir, cfg string, extra io.Writer, args ...string) (*Process, error) {

@@ -14,10 +14,6 @@ type Options struct {
 	// BadRecord is told about a record that does not parse (default:
 	// ignored). It runs on the reading goroutine.
 	BadRecord func(error)
-
-	// failLoad makes Open fail as a refused load would (tests of the
-	// fallback that cannot drop the privileges of a test process).
-	failLoad error
 }
 
 const (

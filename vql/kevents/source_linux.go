@@ -33,9 +33,6 @@ type Source struct {
 // privileges), for the caller to fall back to polling.
 func Open(opts Options) (*Source, error) {
 	opts = opts.withDefaults()
-	if opts.failLoad != nil {
-		return nil, fmt.Errorf("loading BPF programs: %w", opts.failLoad)
-	}
 	if _, err := btf.LoadKernelSpec(); err != nil {
 		return nil, fmt.Errorf("kernel BTF (needed for BTF tracepoints, Linux >= 5.8 built with CONFIG_DEBUG_INFO_BTF): %w", err)
 	}

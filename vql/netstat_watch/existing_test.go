@@ -26,7 +26,6 @@ func existingRows(rows []*ordereddict.Dict, port uint32) []string {
 // there: a start that resumes a state reports what changed meanwhile as
 // Offline, and nothing already reported again.
 func TestExistingOnFirstStartOnly(t *testing.T) {
-	trustRowsAtOnce(t)
 	ln := loopbackServer(t)
 	state := filepath.Join(t.TempDir(), "netstat_watch.state")
 	query := "SELECT * FROM netstat_watch(period=0.05, kinds='tcp', emit_existing=TRUE, state='" + state + "')"
@@ -37,7 +36,7 @@ func TestExistingOnFirstStartOnly(t *testing.T) {
 	// Run 1: X is Existing; Y, opened while watched, is not.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	rows, logs := watch(t, ctx, query)
+	rows, logs, ended := watchWith(t, ctx, trustAtOnce, query)
 	time.Sleep(200 * time.Millisecond) // past the first snapshot
 	_, y := holdingChild(t, ln.Addr().String())
 	var got []*ordereddict.Dict
@@ -52,7 +51,7 @@ func TestExistingOnFirstStartOnly(t *testing.T) {
 	cancel()
 	for range rows {
 	}
-	waitPluginEnd(t)
+	waitPluginEnd(t, ended)
 	if r := existingRows(got, x); len(r) != 1 || r[0] != "added offline=false existing=true" {
 		t.Errorf("X, open before the first start: %v, want one added existing\nlogs: %s", r, logs)
 	}
@@ -64,7 +63,7 @@ func TestExistingOnFirstStartOnly(t *testing.T) {
 	// are not reported again.
 	_, w := holdingChild(t, ln.Addr().String())
 	time.Sleep(100 * time.Millisecond)
-	got, logs = runWatch(t, query, map[uint32]bool{x: true, y: true, w: true},
+	got, logs = runWatch(t, trustAtOnce, query, map[uint32]bool{x: true, y: true, w: true},
 		func(r []*ordereddict.Dict) bool { return len(existingRows(r, w)) > 0 }, 10*time.Second)
 	if r := existingRows(got, w); len(r) != 1 || r[0] != "added offline=true existing=false" {
 		t.Errorf("W, opened while down: %v, want one added offline\nlogs: %s", r, logs)

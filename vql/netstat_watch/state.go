@@ -114,7 +114,6 @@ func (self *watcher) loadState(scope vfilter.Scope, now time.Time) string {
 		}
 	}
 	otherBoot := !watchstate.SameBoot(f.Boot, st.boot)
-	self.resumed = true
 	self.track.Restore(saved, tracker.RestoreOptions{
 		NextID:    f.NextID,
 		Covered:   func(s *collector.Socket) bool { return f.Kinds&s.Kind() != 0 },
