@@ -95,11 +95,22 @@ func TestPool(t *testing.T) {
 	if err := r.d.SetClientMonitoring(ctx, deploy.ClientArtifact, params); err != nil {
 		t.Fatal(err)
 	}
+	// Two rules (the server artifact's Rules table): the canaries and the
+	// one connection, and the sustained phase's ports. The fleet-wide cap
+	// is off, so that the one connection gives exactly one webhook per
+	// client; the per-client dedup and rate cap keep their defaults.
+	rule := func(name, sev string, ports []string) string {
+		return strings.Join([]string{name, sev, "netwatch load test", "", "",
+			"^" + regexp.QuoteMeta(processName) + "$", "", loadAddr,
+			strings.Join(ports, " "), "outbound"}, ",")
+	}
 	serverParams := map[string]string{
-		"WebHook":          hook.URL(),
-		"WebHookFormat":    "json",
-		"RemotePortRegex":  "^(" + strings.Join(alertPorts, "|") + ")$",
-		"ProcessNameRegex": "^" + regexp.QuoteMeta(processName) + "$",
+		"WebHook":       hook.URL(),
+		"WebHookFormat": "json",
+		"Rules": "Name,Severity,Description,Label,ClientRegex,ProcessNameRegex,ProcessPathRegex,RemoteNetwork,RemotePort,Direction\n" +
+			rule("load-live", "low", alertPorts[:2]) + "\n" +
+			rule("load-sustained", "high", alertPorts[2:]) + "\n",
+		"GlobalRateLimit": "0",
 	}
 	// NETWATCH_LOAD_SERVER_PARAMS="Name=value;Name=value" sets more (to
 	// compare settings; the report names them).
@@ -235,7 +246,8 @@ func TestPool(t *testing.T) {
 	report := fmt.Sprintf(`## Load: %d virtual clients (pool_client), one server
 
 Measured %s on %s by TestPool (tools/e2e/load_test.go), the client
-artifact's default Period (0.25 s), the server artifact's defaults%s.
+artifact's default Period (0.25 s); the server artifact with two Rules, its default
+dedup and per-client rate cap, the fleet-wide cap off%s.
 `+sharedMachineNote+`
 
 | | server (gui --noclient) | pool_client |
@@ -275,7 +287,7 @@ func settingsNote(extra []string) string {
 	if len(extra) == 0 {
 		return ""
 	}
-	return " but for " + strings.Join(extra, ", ")
+	return "; also " + strings.Join(extra, ", ")
 }
 
 // settle waits until no webhook has arrived for quiet (bounded by ctx).
