@@ -175,7 +175,12 @@ func runSustained(ctx context.Context, t *testing.T, r *rig, hook *webhook.Recei
 	s.storedRows, s.storedBytes = rows1-rows0, bytes1-bytes0
 
 	// The pool's own connections (to the server) are excluded by its Pid:
-	// look at one client's stored rows of the phase.
+	// look at one client's stored rows of the phase. A matching connection
+	// no client alerted on: what did that client store about it?
+	alertedPids := map[int]bool{}
+	for _, a := range hook.Alerts() {
+		alertedPids[a.Process.Pid] = true
+	}
 	for id := range ids {
 		rows, err := r.rowsSince(id, start)
 		if err != nil {
@@ -186,6 +191,20 @@ func runSustained(ctx context.Context, t *testing.T, r *rig, hook *webhook.Recei
 			if num(row["Pid"]) == poolPid {
 				s.ownRows++
 			}
+		}
+		for _, c := range s.matching {
+			if alertedPids[c.pid] {
+				continue
+			}
+			var seen []string
+			for _, row := range rows {
+				if l, ok := row["Laddr"].(map[string]any); ok && num(l["Port"]) == c.localPort {
+					seen = append(seen, fmt.Sprintf("%v Pid %v Status %v Timestamp %v",
+						row["Diff"], row["Pid"], row["Status"], row["Timestamp"]))
+				}
+			}
+			t.Logf("no alert for pid %d's connection from port %d (opened %v); client %s stored: %v",
+				c.pid, c.localPort, c.started.Format(time.RFC3339Nano), id, seen)
 		}
 		break
 	}

@@ -95,12 +95,35 @@ func TestPool(t *testing.T) {
 	if err := r.d.SetClientMonitoring(ctx, deploy.ClientArtifact, params); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.d.SetServerMonitoring(ctx, deploy.ServerArtifact, map[string]string{
-		"WebHook":          hook.URL(),
-		"WebHookFormat":    "json",
-		"RemotePortRegex":  "^(" + strings.Join(alertPorts, "|") + ")$",
-		"ProcessNameRegex": "^" + regexp.QuoteMeta(processName) + "$",
-	}); err != nil {
+	// Two rules (the server artifact's Rules table): the canaries and the
+	// one connection, and the sustained phase's ports. The fleet-wide cap
+	// is off, so that the one connection gives exactly one webhook per
+	// client; the per-client dedup and rate cap keep their defaults.
+	rule := func(name, sev string, ports []string) string {
+		return strings.Join([]string{name, sev, "netwatch load test", "", "",
+			"^" + regexp.QuoteMeta(processName) + "$", "", loadAddr,
+			strings.Join(ports, " "), "outbound"}, ",")
+	}
+	serverParams := map[string]string{
+		"WebHook":       hook.URL(),
+		"WebHookFormat": "json",
+		"Rules": "Name,Severity,Description,Label,ClientRegex,ProcessNameRegex,ProcessPathRegex,RemoteNetwork,RemotePort,Direction\n" +
+			rule("load-live", "low", alertPorts[:2]) + "\n" +
+			rule("load-sustained", "high", alertPorts[2:]) + "\n",
+		"GlobalRateLimit": "0",
+	}
+	// NETWATCH_LOAD_SERVER_PARAMS="Name=value;Name=value" sets more (to
+	// compare settings; the report names them).
+	var extra []string
+	for _, kv := range strings.Split(os.Getenv("NETWATCH_LOAD_SERVER_PARAMS"), ";") {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			serverParams[strings.TrimSpace(k)] = v
+			extra = append(extra, "`"+strings.TrimSpace(k)+"` "+v)
+		} else if strings.TrimSpace(kv) != "" {
+			t.Fatalf("NETWATCH_LOAD_SERVER_PARAMS: %q is not Name=value", kv)
+		}
+	}
+	if err := r.d.SetServerMonitoring(ctx, deploy.ServerArtifact, serverParams); err != nil {
 		t.Fatal(err)
 	}
 
@@ -223,7 +246,8 @@ func TestPool(t *testing.T) {
 	report := fmt.Sprintf(`## Load: %d virtual clients (pool_client), one server
 
 Measured %s on %s by TestPool (tools/e2e/load_test.go), the client
-artifact's default Period (0.25 s), the server artifact's default caps.
+artifact's default Period (0.25 s); the server artifact with two Rules, its default
+dedup and per-client rate cap, the fleet-wide cap off%s.
 `+sharedMachineNote+`
 
 | | server (gui --noclient) | pool_client |
@@ -236,7 +260,7 @@ artifact's default Period (0.25 s), the server artifact's default caps.
 
 - alert path live %v after enrolment (canaries: %d webhooks);
 - one connection: %d webhooks, %d distinct clients, %d doubled; first %v, last %v after the connection opened (all in after %v).
-`, n, time.Now().UTC().Format(time.RFC3339), hostDesc(), n, enrolled.Round(time.Second),
+`, n, time.Now().UTC().Format(time.RFC3339), hostDesc(), settingsNote(extra), n, enrolled.Round(time.Second),
 		cpuEnrol.Round(10*time.Millisecond), poolCPUEnrol.Round(10*time.Millisecond),
 		n, (allIn + 5*time.Second).Round(time.Second), cpuAlert.Round(10*time.Millisecond), poolCPUAlert.Round(10*time.Millisecond),
 		idle, msPerSec(cpuIdle, idle), msPerSec(poolCPUIdle, idle),
@@ -256,6 +280,14 @@ artifact's default Period (0.25 s), the server artifact's default caps.
 
 	r.checkNothingLeft()
 	t.Logf("pool test done in %v", time.Since(testStart).Round(time.Millisecond))
+}
+
+// settingsNote names the server parameters set beyond the test's own.
+func settingsNote(extra []string) string {
+	if len(extra) == 0 {
+		return ""
+	}
+	return "; also " + strings.Join(extra, ", ")
 }
 
 // settle waits until no webhook has arrived for quiet (bounded by ctx).
