@@ -2,12 +2,17 @@
 #
 #   make            build/velociraptor (linux/amd64, GUI included)
 #   make windows    build/velociraptor.exe
+#   make bpf        regenerate the kernel-event BPF objects (clang, bpftool)
 #   make test       everything CI runs
 #   make run        local server + client + webhook receiver on loopback
-#   make load       200 virtual clients against one server (build/load-report.md)
+#   make load       200 virtual clients, 2 min of traffic, one server (build/load-report.md)
 #
 # Velociraptor's source is staged from the Go module cache into
 # build/upstream (tools/build/stage.sh); nothing of it is committed.
+# Another release (docs/SECURITY.md):
+#   make VELOCIRAPTOR_VERSION=v0.77.3             from the Go module proxy
+#   make UPSTREAM_SRC=/path/to/velociraptor      a checkout of a release tag
+#   UPSTREAM_REPLACE="mod=mod@version ..."        extra go.work replace lines
 
 SHELL      := /bin/bash
 GO         ?= go
@@ -19,7 +24,7 @@ TAGS_CROSS := server_vql extras release
 FUZZTIME   ?= 5s
 
 # The Go sources compiled into the binary (tools/ are not).
-GO_SOURCES := $(shell find vql -name '*.go' 2>/dev/null) go.mod $(wildcard go.sum)
+GO_SOURCES := $(shell find vql -name '*.go' -o -name '*.o' 2>/dev/null) go.mod $(wildcard go.sum)
 ARTIFACTS  := $(wildcard artifacts/*.yaml) $(wildcard docs/vql/*.yaml)
 
 STAGED     := $(STAGE)/.netwatch-staged
@@ -27,17 +32,28 @@ ASSETS     := $(STAGE)/artifacts/assets/ab0x.go
 
 PACK       := $(BUILD)/netwatch-artifacts.zip
 
-.PHONY: all windows darwin wine-smoke pack stage test unit fuzz golden cross vet run run-fresh bench bench-quick test-browser soak load clean distclean
+BPF_DIR    := vql/kevents
 
-all: $(BINARY)
+.PHONY: bpf all advisories windows darwin wine-smoke pack stage test unit race fuzz golden cross vet run run-fresh bench bench-quick test-browser soak load clean distclean
 
-# Re-staging is cheap when the pinned version has not changed: the script
-# compares versions and only rewrites go.work.
-$(STAGED): go.mod tools/build/stage.sh
-	tools/build/stage.sh upstream
-	@touch $@
+all: $(BINARY) advisories
+
+# Which release to stage; the script reads them from the environment.
+export VELOCIRAPTOR_VERSION UPSTREAM_SRC UPSTREAM_REPLACE
+
+# The script runs every time (a second when nothing changed: it compares the
+# source it would stage with the staged one) and touches the marker only
+# when the staged source or go.work changed.
+$(STAGED): FORCE
+	@tools/build/stage.sh upstream
 
 stage: $(STAGED)
+
+# One line when the staged release has known advisories.
+advisories: $(STAGED)
+	@tools/build/stage.sh advisories
+
+FORCE:
 
 $(ASSETS): $(STAGED) $(ARTIFACTS)
 	tools/build/stage.sh artifacts
@@ -47,6 +63,15 @@ $(BINARY): $(ASSETS) $(GO_SOURCES)
 	@$@ version | head -3
 
 windows: $(BUILD)/velociraptor.exe
+
+# Regenerates the committed BPF objects and their Go bindings (needs clang,
+# llvm and bpftool: apt-get install clang llvm libbpf-dev bpftool). The
+# vmlinux.h of the running kernel is only used for type names and field
+# paths: CO-RE relocates them on the kernel that loads the objects.
+bpf:
+	@mkdir -p $(BUILD)/bpf
+	bpftool btf dump file /sys/kernel/btf/vmlinux format c > $(BUILD)/bpf/vmlinux.h
+	cd $(BPF_DIR) && $(GO) generate ./...
 
 $(BUILD)/velociraptor.exe: $(ASSETS) $(GO_SOURCES)
 	CGO_ENABLED=0 GOOS=windows GOARCH=amd64 $(GO) build -tags "$(TAGS_CROSS)" -o $@ ./$(STAGE)/bin
@@ -73,17 +98,26 @@ wine-smoke: $(BUILD)/velociraptor.exe
 
 # --- tests -----------------------------------------------------------------
 
-test: vet unit fuzz cross golden
+test: vet unit race fuzz cross golden
 
 vet: $(ASSETS)
 	@unformatted=$$(gofmt -l vql tools internal); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
 
+# The packages with goroutines of their own (the plugin and its state
+# writer, the webhook sender and its retry loop) run under the race
+# detector in `race`, the others here.
+RACE_PKGS := ./vql/netstat_watch ./vql/webhook
+
 unit: $(BINARY)
 	# One package at a time: the end-to-end, benchmark and plugin tests
 	# all time real sockets and processes on a 2-core machine.
-	NETWATCH_BINARY=$(abspath $(BINARY)) $(GO) test -count=1 -p 1 ./...
+	NETWATCH_BINARY=$(abspath $(BINARY)) $(GO) test -count=1 -p 1 \
+	  $$($(GO) list ./... | grep -v -x $(patsubst ./%,-e github.com/netwatch-dfir/netwatch/%,$(RACE_PKGS)))
+
+race: $(ASSETS)
+	$(GO) test -race -count=1 -p 1 $(RACE_PKGS)
 
 # Each fuzz target runs briefly from its checked-in seed corpus.
 fuzz: $(ASSETS)
@@ -108,10 +142,14 @@ soak: $(ASSETS)
 
 # NETWATCH_LOAD_CLIENTS (200) virtual clients of upstream's pool_client
 # against one server, all running the client artifact; one connection must
-# alert once per client. Figures in build/load-report.md (a few minutes).
+# alert once per client, then NETWATCH_LOAD_SECONDS (120) of traffic, some
+# of it alerting: nothing doubled or lost, no event table pushed. Figures
+# in build/load-report.md (about 6 minutes).
 NETWATCH_LOAD_CLIENTS ?= 200
+NETWATCH_LOAD_SECONDS ?= 120
 load: $(BINARY)
 	NETWATCH_BINARY=$(abspath $(BINARY)) NETWATCH_LOAD_CLIENTS=$(NETWATCH_LOAD_CLIENTS) \
+	NETWATCH_LOAD_SECONDS=$(NETWATCH_LOAD_SECONDS) \
 	NETWATCH_LOAD_REPORT=$(abspath $(BUILD))/load-report.md \
 	  $(GO) test -count=1 -run '^TestPool$$' -v -timeout 20m ./tools/e2e/
 

@@ -31,6 +31,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/netwatch-dfir/netwatch/internal/atomicfile"
 )
 
 // Login of the GUI user that `gui` mode creates (upstream hard-codes the
@@ -63,7 +65,13 @@ var DefaultPorts = Ports{Frontend: 8000, API: 8001, GUI: 8889, Monitoring: 8003}
 type Options struct {
 	Binary string // the custom velociraptor binary
 	Dir    string // datastore folder; created if missing
-	Fresh  bool   // wipe Dir first
+
+	// ClientBinary is what separate clients run (StartClient,
+	// StartPool); default Binary. Set it with Binary a stock Velociraptor
+	// and NoClient: the recommended deployment, a server without netwatch
+	// code (it needs the artifact pack: ImportPack) and netwatch clients.
+	ClientBinary string
+	Fresh        bool // wipe Dir first
 
 	// Ports to prefer; a port that is taken (or zero) is replaced by a
 	// free one.
@@ -88,12 +96,13 @@ type Options struct {
 
 // Deployment is a running `velociraptor gui`.
 type Deployment struct {
-	Binary    string
-	Dir       string
-	Ports     Ports
-	APIConfig string // API client config (administrator)
-	GUIURL    string // https://127.0.0.1:PORT/
-	LogPath   string // velociraptor's output
+	Binary       string
+	ClientBinary string // see Options.ClientBinary
+	Dir          string
+	Ports        Ports
+	APIConfig    string // API client config (administrator)
+	GUIURL       string // https://127.0.0.1:PORT/
+	LogPath      string // velociraptor's output
 
 	cmd      *exec.Cmd
 	logFile  *os.File
@@ -114,6 +123,15 @@ func Start(ctx context.Context, opts Options) (*Deployment, error) {
 	}
 	if _, err := os.Stat(bin); err != nil {
 		return nil, fmt.Errorf("deploy: binary: %w (run make first)", err)
+	}
+	clientBin := bin
+	if opts.ClientBinary != "" {
+		if clientBin, err = filepath.Abs(opts.ClientBinary); err != nil {
+			return nil, err
+		}
+		if _, err := os.Stat(clientBin); err != nil {
+			return nil, fmt.Errorf("deploy: client binary: %w", err)
+		}
 	}
 	dir, err := filepath.Abs(opts.Dir)
 	if err != nil {
@@ -152,14 +170,15 @@ func Start(ctx context.Context, opts Options) (*Deployment, error) {
 			return nil, err
 		}
 		d := &Deployment{
-			Binary:    bin,
-			Dir:       dir,
-			Ports:     ports,
-			APIConfig: filepath.Join(dir, "api.config.yaml"),
-			GUIURL:    fmt.Sprintf("https://127.0.0.1:%d/", ports.GUI),
-			LogPath:   filepath.Join(dir, "velociraptor.log"),
-			noClient:  opts.NoClient,
-			done:      make(chan struct{}),
+			Binary:       bin,
+			ClientBinary: clientBin,
+			Dir:          dir,
+			Ports:        ports,
+			APIConfig:    filepath.Join(dir, "api.config.yaml"),
+			GUIURL:       fmt.Sprintf("https://127.0.0.1:%d/", ports.GUI),
+			LogPath:      filepath.Join(dir, "velociraptor.log"),
+			noClient:     opts.NoClient,
+			done:         make(chan struct{}),
 		}
 		if err := d.writeConfigs(ctx); err != nil {
 			return nil, err
@@ -212,7 +231,7 @@ func (d *Deployment) writeConfigs(ctx context.Context) error {
 			return fmt.Errorf("deploy: generating config: %w", err)
 		}
 	}
-	if err := writeFileAtomic(server, out, 0o600); err != nil {
+	if err := atomicfile.Write(server, 0o600, out); err != nil {
 		return err
 	}
 
@@ -220,7 +239,7 @@ func (d *Deployment) writeConfigs(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("deploy: client config: %w", err)
 	}
-	if err := writeFileAtomic(client, out, 0o600); err != nil {
+	if err := atomicfile.Write(client, 0o600, out); err != nil {
 		return err
 	}
 
@@ -229,7 +248,7 @@ func (d *Deployment) writeConfigs(ctx context.Context) error {
 	if b, err := os.ReadFile(d.APIConfig); err == nil {
 		re := regexp.MustCompile(`(?m)^api_connection_string: .*$`)
 		b = re.ReplaceAll(b, []byte(fmt.Sprintf("api_connection_string: 127.0.0.1:%d", d.Ports.API)))
-		return writeFileAtomic(d.APIConfig, b, 0o600)
+		return atomicfile.Write(d.APIConfig, 0o600, b)
 	}
 	if _, err := d.run(ctx, "--config", server, "config", "api_client",
 		"--name", APIUser, "--role", "administrator", d.APIConfig); err != nil {
@@ -473,14 +492,6 @@ func (d *Deployment) QueryRaw(ctx context.Context, vql string, env map[string]st
 		return nil, logs, &QueryError{Query: vql, Log: failures}
 	}
 	return stdout.Bytes(), logs, nil
-}
-
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, mode); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }
 
 // deepMerge merges b into a (maps merged recursively, other values of b

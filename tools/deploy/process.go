@@ -14,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/netwatch-dfir/netwatch/internal/atomicfile"
 )
 
 // Process is a velociraptor client process started next to a server
@@ -64,7 +66,7 @@ func (d *Deployment) StartClient(ctx context.Context, opts ClientOptions) (*Proc
 	if err != nil {
 		return nil, err
 	}
-	return startProcess(d.Binary, "client "+opts.Name, dir, cfg, opts.Output,
+	return startProcess(d.ClientBinary, "client "+opts.Name, dir, cfg, opts.Output,
 		"--config", cfg, "client", "-v")
 }
 
@@ -141,7 +143,7 @@ func (d *Deployment) StartPool(ctx context.Context, opts PoolOptions) (*Process,
 	if opts.StartRate > 0 {
 		args = append(args, "--start_rate", strconv.Itoa(opts.StartRate))
 	}
-	return startProcess(d.Binary, "pool "+opts.Name, dir, cfg, opts.Output, args...)
+	return startProcess(d.ClientBinary, "pool "+opts.Name, dir, cfg, opts.Output, args...)
 }
 
 // derivedClientConfig writes dir/client.config.yaml: the deployment's
@@ -160,7 +162,7 @@ func (d *Deployment) derivedClientConfig(ctx context.Context, dir string, settin
 		return "", fmt.Errorf("deploy: client config for %s: %w", dir, err)
 	}
 	path := filepath.Join(dir, "client.config.yaml")
-	return path, writeFileAtomic(path, out, 0o600)
+	return path, atomicfile.Write(path, 0o600, out)
 }
 
 func startProcess(binary, name, dir, cfg string, extra io.Writer, args ...string) (*Process, error) {

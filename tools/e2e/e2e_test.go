@@ -173,9 +173,9 @@ func TestEndToEnd(t *testing.T) {
 	}
 
 	// ---- 6. everything stopped, nothing left behind ----------------------
-	vrPid := d.Pid()
+	pids := g.pids()
 	g.stop()
-	checkNothingLeft(t, []int{vrPid}, dir, d.Ports, children)
+	checkNothingLeft(t, pids, dir, d.Ports, children)
 	t.Logf("end-to-end test done in %v", time.Since(testStart).Round(time.Millisecond))
 }
 

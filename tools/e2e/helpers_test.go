@@ -366,14 +366,43 @@ func workDir(t *testing.T) string {
 
 // guiRun is a `gui` deployment (a server and its in-process client) with a
 // webhook receiver and the connecting children: the setup of the tests
-// that do not restart processes.
+// that do not restart processes. With NETWATCH_SERVER_BINARY (stockServer)
+// the server is that binary alone, given the artifact pack, and the client
+// is the netwatch binary in a process of its own.
 type guiRun struct {
 	d        *deploy.Deployment
 	dir      string
 	client   deploy.Client
+	clientP  *deploy.Process // the separate client, with a stock server
 	hook     *webhook.Receiver
 	children *connector
 	stopped  bool
+}
+
+// stockServer is NETWATCH_SERVER_BINARY: a Velociraptor without netwatch
+// code to run as the server, as docs/SECURITY.md recommends; "" when unset.
+// NETWATCH_PACK is the artifact pack it is given (default the one `make
+// pack` writes).
+func stockServer() (server, pack string) {
+	server = os.Getenv("NETWATCH_SERVER_BINARY")
+	if server == "" {
+		return "", ""
+	}
+	pack = os.Getenv("NETWATCH_PACK")
+	if pack == "" {
+		pack = filepath.Join("..", "..", "build", "netwatch-artifacts.zip")
+	}
+	return server, pack
+}
+
+// needNetwatchServer skips a test that relies on the netwatch server
+// (netwatch_webhook()'s queue, or a rig restarting the server with its
+// in-process client) when the server is a stock one.
+func needNetwatchServer(t *testing.T) {
+	t.Helper()
+	if server, _ := stockServer(); server != "" {
+		t.Skipf("needs the netwatch server; NETWATCH_SERVER_BINARY=%s is a stock one", server)
+	}
 }
 
 // startGUI starts the deployment in workDir(t) and waits for its client;
@@ -382,12 +411,17 @@ func startGUI(ctx context.Context, t *testing.T, binary, exe string) *guiRun {
 	t.Helper()
 	start := time.Now()
 	g := &guiRun{dir: workDir(t), children: &connector{t: t, exe: exe}}
+	opts := deploy.Options{Binary: binary, Dir: g.dir}
+	server, pack := stockServer()
+	if server != "" {
+		opts = deploy.Options{Binary: server, ClientBinary: binary, Dir: g.dir, NoClient: true}
+	}
 	var err error
 	if g.hook, err = webhook.Listen("127.0.0.1:0"); err != nil {
 		t.Fatal(err)
 	}
 	if err := within(ctx, 2*time.Minute, func(ctx context.Context) error {
-		g.d, err = deploy.Start(ctx, deploy.Options{Binary: binary, Dir: g.dir})
+		g.d, err = deploy.Start(ctx, opts)
 		return err
 	}); err != nil {
 		g.hook.Close()
@@ -397,9 +431,26 @@ func startGUI(ctx context.Context, t *testing.T, binary, exe string) *guiRun {
 	t.Cleanup(func() { // runs first
 		if t.Failed() {
 			t.Logf("last lines of %s:\n%s", g.d.LogPath, g.d.LogTail(20))
+			if g.clientP != nil {
+				t.Logf("last lines of %s:\n%s", g.clientP.LogPath, g.clientP.LogTail(20))
+			}
 		}
 	})
 	t.Logf("deployment up in %v: GUI %s, ports %+v", time.Since(start).Round(time.Millisecond), g.d.GUIURL, g.d.Ports)
+	if server != "" {
+		version, err := g.d.Version(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		names, err := g.d.ImportPack(ctx, pack)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("stock server %s (Velociraptor %s): imported %s from %s", server, version, strings.Join(names, ", "), pack)
+		if g.clientP, err = g.d.StartClient(ctx, deploy.ClientOptions{Name: "netwatch"}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if err := within(ctx, 90*time.Second, func(ctx context.Context) error {
 		g.client, err = g.d.WaitClient(ctx)
 		return err
@@ -410,12 +461,24 @@ func startGUI(ctx context.Context, t *testing.T, binary, exe string) *guiRun {
 	return g
 }
 
+// pids are the velociraptor processes of the run.
+func (g *guiRun) pids() []int {
+	pids := []int{g.d.Pid()}
+	if g.clientP != nil {
+		pids = append(pids, g.clientP.Pid())
+	}
+	return pids
+}
+
 // stop ends velociraptor, the receiver and the children, once.
 func (g *guiRun) stop() {
 	if g.stopped {
 		return
 	}
 	g.stopped = true
+	if g.clientP != nil {
+		g.clientP.Stop()
+	}
 	g.d.Stop()
 	g.hook.Close()
 	g.children.wg.Wait()

@@ -30,6 +30,7 @@ const outageToken = "NETWATCH-E2E-SECRET-7c1f0d"
 // deployment holds the token.
 func TestWebhookOutage(t *testing.T) {
 	binary, exe, _ := needBinary(t)
+	needNetwatchServer(t) // the queue is netwatch_webhook()'s
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()

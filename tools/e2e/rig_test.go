@@ -42,6 +42,7 @@ var clientParams = map[string]string{
 }
 
 func newRig(ctx context.Context, t *testing.T, binary, exe string) *rig {
+	needNetwatchServer(t)
 	dir := workDir(t)
 	r := &rig{t: t, ctx: ctx, binary: binary, dir: dir, children: &connector{t: t, exe: exe}}
 	t.Cleanup(r.stopAll)

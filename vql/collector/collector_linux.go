@@ -24,18 +24,24 @@ func New(backend string) (Collector, error) {
 	case "procfs":
 		return newProcfs(), nil
 	case "auto":
-		c, err := openNetlink()
-		if err != nil {
-			return newProcfsFallback(err), nil
-		}
-		// Kernels without inet_diag or udp_diag fail here, not at open.
-		if _, err := c.Collect(AllKinds, nil); err != nil {
-			c.Close()
-			return newProcfsFallback(err), nil
-		}
-		return c, nil
+		return auto(func() (Collector, error) { return newNetlink() }), nil
 	}
 	return nil, fmt.Errorf("netstat_watch: unknown socket collector backend %q (expected auto, netlink or procfs)", backend)
+}
+
+// auto is the collector open returns if its first dump works, else the
+// /proc/net fallback saying why (tests pass an open that fails).
+func auto(open func() (Collector, error)) Collector {
+	c, err := open()
+	if err != nil {
+		return newProcfsFallback(err)
+	}
+	// Kernels without inet_diag or udp_diag fail here, not at open.
+	if _, err := c.Collect(AllKinds, nil); err != nil {
+		c.Close()
+		return newProcfsFallback(err)
+	}
+	return c
 }
 
 // tables lists the four socket tables with what each backend needs to read
@@ -79,9 +85,6 @@ type netlinkCollector struct {
 
 // inetDiagReqV1Len is the size of the legacy struct inet_diag_req.
 const inetDiagReqV1Len = 60
-
-// openNetlink is newNetlink, replaceable by tests of the fallback.
-var openNetlink = func() (Collector, error) { return newNetlink() }
 
 func newNetlink() (*netlinkCollector, error) {
 	c := &netlinkCollector{fd: -1, buf: make([]byte, nlRecvBufLen)}

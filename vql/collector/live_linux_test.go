@@ -313,19 +313,12 @@ func BenchmarkCollect(b *testing.B) {
 // When netlink is refused, auto falls back to /proc/net, says why, and
 // still sees the sockets.
 func TestAutoFallsBackToProcfs(t *testing.T) {
-	saved := openNetlink
-	defer func() { openNetlink = saved }()
-	openNetlink = func() (Collector, error) { return nil, syscall.EPROTONOSUPPORT }
-
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	c, err := New("auto")
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := auto(func() (Collector, error) { return nil, syscall.EPROTONOSUPPORT })
 	defer c.Close()
 	if !strings.HasPrefix(c.Name(), "procfs (netlink unavailable: ") {
 		t.Errorf("Name() = %q, want the procfs fallback with its reason", c.Name())

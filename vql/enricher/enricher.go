@@ -32,8 +32,8 @@ type Process struct {
 	StartTicks uint64
 }
 
-// Stats counts Lookups.
-type Stats struct {
+// lookupStats counts Lookups (for the tests of the cache).
+type lookupStats struct {
 	Hits   uint64 // answered from the cache
 	Misses uint64 // had to read the process's details
 	Cached int    // processes in the cache
@@ -83,8 +83,8 @@ func (c *lru) add(k key, p *Process) {
 	}
 }
 
-// Stats returns counters since New.
-func (e *Enricher) Stats() Stats {
+// counters returns the counts since New.
+func (e *Enricher) counters() lookupStats {
 	st := e.stats
 	st.Cached = e.cache.order.Len()
 	return st

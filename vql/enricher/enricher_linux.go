@@ -24,10 +24,11 @@ const clockTicks = 100
 type Enricher struct {
 	procRoot string
 	cache    lru
+	execs    lru // from exec events (NoteExec); empty without them
 	users    map[int32]string
 	boot     time.Time
 	stat     []byte // reused: stat is read on every Lookup
-	stats    Stats
+	stats    lookupStats
 }
 
 // New returns an Enricher reading procRoot, normally "/proc", that caches
@@ -68,11 +69,11 @@ func (e *Enricher) Lookup(pid int32) (*Process, error) {
 	// are left empty rather than failing the lookup.
 	p.Exe, _ = os.Readlink(filepath.Join(dir, "exe"))
 	cmdline, _ := os.ReadFile(filepath.Join(dir, "cmdline"))
-	p.CommandLine = ParseCmdline(cmdline)
+	p.CommandLine = parseCmdline(cmdline)
 	argv0, _, _ := bytes.Cut(cmdline, []byte{0})
 	p.Name = processName(string(comm), string(argv0), p.Exe)
 	if status, err := os.ReadFile(filepath.Join(dir, "status")); err == nil {
-		if uid, err := ParseStatusUID(status); err == nil {
+		if uid, err := parseStatusUID(status); err == nil {
 			p.UID = uid
 			p.Username = e.username(uid)
 		}
@@ -120,7 +121,7 @@ func (e *Enricher) createTime(start uint64) time.Time {
 		if err != nil {
 			return time.Time{}
 		}
-		if e.boot, err = ParseBootTime(b); err != nil {
+		if e.boot, err = parseBootTime(b); err != nil {
 			return time.Time{}
 		}
 	}

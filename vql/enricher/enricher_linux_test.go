@@ -99,7 +99,7 @@ func TestLookupChild(t *testing.T) {
 	if p2 != p {
 		t.Error("second Lookup did not return the cached Process")
 	}
-	if st := e.Stats(); st.Hits != 1 || st.Misses != 1 || st.Cached != 1 {
+	if st := e.counters(); st.Hits != 1 || st.Misses != 1 || st.Cached != 1 {
 		t.Errorf("Stats = %+v, want 1 hit, 1 miss, 1 cached", st)
 	}
 }
@@ -123,7 +123,7 @@ func TestLookupMissing(t *testing.T) {
 	if err == nil || !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("Lookup of a missing PID = %v, %v; want an fs.ErrNotExist error", p, err)
 	}
-	if st := e.Stats(); st.Misses != 0 || st.Cached != 0 {
+	if st := e.counters(); st.Misses != 0 || st.Cached != 0 {
 		t.Errorf("Stats = %+v, want nothing cached", st)
 	}
 }
@@ -186,7 +186,7 @@ func TestLookupPidReuse(t *testing.T) {
 		!p.CreateTime.Equal(time.Unix(1700000000+60, 0)) {
 		t.Errorf("Lookup after PID reuse = %+v", *p)
 	}
-	if st := e.Stats(); st.Hits != 0 || st.Misses != 2 {
+	if st := e.counters(); st.Hits != 0 || st.Misses != 2 {
 		t.Errorf("Stats = %+v, want 0 hits, 2 misses", st)
 	}
 }
@@ -202,13 +202,13 @@ func TestLookupLRUBound(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if st := e.Stats(); st.Cached != 3 || st.Misses != 10 {
+	if st := e.counters(); st.Cached != 3 || st.Misses != 10 {
 		t.Fatalf("Stats = %+v, want 3 cached, 10 misses", st)
 	}
 	for _, pid := range []int32{8, 9, 10, 1} {
 		e.Lookup(pid)
 	}
-	if st := e.Stats(); st.Cached != 3 || st.Hits != 3 || st.Misses != 11 {
+	if st := e.counters(); st.Cached != 3 || st.Hits != 3 || st.Misses != 11 {
 		t.Errorf("Stats = %+v, want 3 cached, 3 hits, 11 misses", st)
 	}
 }

@@ -16,7 +16,7 @@ import (
 // macOS; nothing is run). It is not safe for concurrent use.
 type Enricher struct {
 	cache lru
-	stats Stats
+	stats lookupStats
 }
 
 // New returns an Enricher that caches up to size processes. procRoot is

@@ -43,7 +43,7 @@ func TestLookupSelf(t *testing.T) {
 	if err != nil || again != p {
 		t.Errorf("second lookup: %p %v, want the cached %p", again, err, p)
 	}
-	if st := e.Stats(); st.Hits != 1 || st.Misses != 1 || st.Cached != 1 {
+	if st := e.counters(); st.Hits != 1 || st.Misses != 1 || st.Cached != 1 {
 		t.Errorf("stats %+v", st)
 	}
 }

@@ -14,15 +14,10 @@ var (
 	errBootTime = errors.New("no btime in /proc/stat")
 )
 
-// ParseStat reads the command name, parent PID and start time (in clock
+// parseStat reads the command name, parent PID and start time (in clock
 // ticks since boot) from the contents of /proc/<pid>/stat. The name is
 // taken between the first '(' and the last ')': it is chosen by the
-// process and may itself hold spaces and parentheses.
-func ParseStat(b []byte) (comm string, ppid int32, startTicks uint64, err error) {
-	c, ppid, startTicks, err := parseStat(b)
-	return string(c), ppid, startTicks, err
-}
-
+// process and may itself hold spaces and parentheses. comm points into b.
 func parseStat(b []byte) (comm []byte, ppid int32, startTicks uint64, err error) {
 	open := bytes.IndexByte(b, '(')
 	end := bytes.LastIndexByte(b, ')')
@@ -58,8 +53,8 @@ func parseStat(b []byte) (comm []byte, ppid int32, startTicks uint64, err error)
 	return comm, int32(p), start, nil
 }
 
-// ParseStatusUID reads the real UID from the contents of /proc/<pid>/status.
-func ParseStatusUID(b []byte) (uid int32, err error) {
+// parseStatusUID reads the real UID from the contents of /proc/<pid>/status.
+func parseStatusUID(b []byte) (uid int32, err error) {
 	v, ok := lineValue(b, "Uid:")
 	if !ok {
 		return 0, errStatus
@@ -93,15 +88,15 @@ func lineValue(b []byte, prefix string) ([]byte, bool) {
 	return nil, false
 }
 
-// ParseCmdline turns the contents of /proc/<pid>/cmdline, NUL-terminated
+// parseCmdline turns the contents of /proc/<pid>/cmdline, NUL-terminated
 // arguments, into one line with the arguments separated by spaces.
-func ParseCmdline(b []byte) string {
+func parseCmdline(b []byte) string {
 	return strings.ReplaceAll(string(bytes.TrimRight(b, "\x00")), "\x00", " ")
 }
 
-// ParseBootTime reads the boot time, the "btime" line, from the contents of
+// parseBootTime reads the boot time, the "btime" line, from the contents of
 // /proc/stat.
-func ParseBootTime(b []byte) (time.Time, error) {
+func parseBootTime(b []byte) (time.Time, error) {
 	v, ok := lineValue(b, "btime ")
 	if !ok {
 		return time.Time{}, errBootTime

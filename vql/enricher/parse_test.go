@@ -49,12 +49,12 @@ func TestParseStat(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			comm, ppid, start, err := ParseStat([]byte(tt.in))
+			comm, ppid, start, err := parseStatString([]byte(tt.in))
 			if (err == nil) != tt.ok {
-				t.Fatalf("ParseStat(%q): err = %v, want ok %v", tt.in, err, tt.ok)
+				t.Fatalf("parseStatString(%q): err = %v, want ok %v", tt.in, err, tt.ok)
 			}
 			if comm != tt.comm || ppid != tt.ppid || start != tt.start {
-				t.Errorf("ParseStat(%q) = %q, %d, %d; want %q, %d, %d",
+				t.Errorf("parseStatString(%q) = %q, %d, %d; want %q, %d, %d",
 					tt.in, comm, ppid, start, tt.comm, tt.ppid, tt.start)
 			}
 		})
@@ -83,9 +83,9 @@ func TestParseStatusUID(t *testing.T) {
 		{"", 0, false},
 	}
 	for _, tt := range tests {
-		uid, err := ParseStatusUID([]byte(tt.in))
+		uid, err := parseStatusUID([]byte(tt.in))
 		if (err == nil) != tt.ok || uid != tt.uid {
-			t.Errorf("ParseStatusUID(%q) = %d, %v; want %d, ok %v", tt.in, uid, err, tt.uid, tt.ok)
+			t.Errorf("parseStatusUID(%q) = %d, %v; want %d, ok %v", tt.in, uid, err, tt.uid, tt.ok)
 		}
 	}
 }
@@ -101,8 +101,8 @@ func TestParseCmdline(t *testing.T) {
 		{"", ""},
 	}
 	for _, tt := range tests {
-		if got := ParseCmdline([]byte(tt.in)); got != tt.want {
-			t.Errorf("ParseCmdline(%q) = %q, want %q", tt.in, got, tt.want)
+		if got := parseCmdline([]byte(tt.in)); got != tt.want {
+			t.Errorf("parseCmdline(%q) = %q, want %q", tt.in, got, tt.want)
 		}
 	}
 }
@@ -125,13 +125,13 @@ func TestParseBootTime(t *testing.T) {
 		{"", 0, false},
 	}
 	for _, tt := range tests {
-		got, err := ParseBootTime([]byte(tt.in))
+		got, err := parseBootTime([]byte(tt.in))
 		if (err == nil) != tt.ok {
-			t.Errorf("ParseBootTime(%q): err = %v, want ok %v", tt.in, err, tt.ok)
+			t.Errorf("parseBootTime(%q): err = %v, want ok %v", tt.in, err, tt.ok)
 			continue
 		}
 		if tt.ok && got.Unix() != tt.want {
-			t.Errorf("ParseBootTime(%q) = %v, want %v", tt.in, got, time.Unix(tt.want, 0))
+			t.Errorf("parseBootTime(%q) = %v, want %v", tt.in, got, time.Unix(tt.want, 0))
 		}
 	}
 }
@@ -184,14 +184,14 @@ func TestLRU(t *testing.T) {
 func FuzzParseStat(f *testing.F) {
 	f.Add([]byte(statLine(1, "a) b (c", 0, 5)))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		comm, ppid, start, err := ParseStat(b)
+		comm, ppid, start, err := parseStatString(b)
 		if err != nil {
 			return
 		}
 		if !bytes.Contains(b, []byte("("+comm+")")) || ppid < 0 {
-			t.Fatalf("ParseStat(%q) = %q, %d", b, comm, ppid)
+			t.Fatalf("parseStatString(%q) = %q, %d", b, comm, ppid)
 		}
-		comm2, ppid2, start2, err := ParseStat([]byte(statLine(1, comm, ppid, start)))
+		comm2, ppid2, start2, err := parseStatString([]byte(statLine(1, comm, ppid, start)))
 		if err != nil || comm2 != comm || ppid2 != ppid || start2 != start {
 			t.Fatalf("round trip of %q, %d, %d: %q, %d, %d, %v", comm, ppid, start, comm2, ppid2, start2, err)
 		}
@@ -201,14 +201,14 @@ func FuzzParseStat(f *testing.F) {
 func FuzzParseStatusUID(f *testing.F) {
 	f.Add([]byte("Uid:\t1000\t0\t0\t0\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		uid, err := ParseStatusUID(b)
+		uid, err := parseStatusUID(b)
 		if err != nil {
 			return
 		}
 		if uid < 0 {
-			t.Fatalf("ParseStatusUID(%q) = %d", b, uid)
+			t.Fatalf("parseStatusUID(%q) = %d", b, uid)
 		}
-		if uid2, err := ParseStatusUID(fmt.Appendf(nil, "Uid:\t%d\t0\t0\t0\n", uid)); err != nil || uid2 != uid {
+		if uid2, err := parseStatusUID(fmt.Appendf(nil, "Uid:\t%d\t0\t0\t0\n", uid)); err != nil || uid2 != uid {
 			t.Fatalf("round trip of %d: %d, %v", uid, uid2, err)
 		}
 	})
@@ -217,9 +217,9 @@ func FuzzParseStatusUID(f *testing.F) {
 func FuzzParseCmdline(f *testing.F) {
 	f.Add([]byte("/bin/sleep\x005\x00"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		s := ParseCmdline(b)
+		s := parseCmdline(b)
 		if strings.IndexByte(s, 0) >= 0 || len(s) != len(bytes.TrimRight(b, "\x00")) {
-			t.Fatalf("ParseCmdline(%q) = %q", b, s)
+			t.Fatalf("parseCmdline(%q) = %q", b, s)
 		}
 	})
 }
@@ -227,15 +227,21 @@ func FuzzParseCmdline(f *testing.F) {
 func FuzzParseBootTime(f *testing.F) {
 	f.Add([]byte("btime 1795755929\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		bt, err := ParseBootTime(b)
+		bt, err := parseBootTime(b)
 		if err != nil {
 			return
 		}
 		if bt.Unix() < 0 {
-			t.Fatalf("ParseBootTime(%q) = %v", b, bt)
+			t.Fatalf("parseBootTime(%q) = %v", b, bt)
 		}
-		if bt2, err := ParseBootTime(fmt.Appendf(nil, "btime %d\n", bt.Unix())); err != nil || !bt2.Equal(bt) {
+		if bt2, err := parseBootTime(fmt.Appendf(nil, "btime %d\n", bt.Unix())); err != nil || !bt2.Equal(bt) {
 			t.Fatalf("round trip of %v: %v, %v", bt, bt2, err)
 		}
 	})
+}
+
+// parseStatString is parseStat with its name as a string.
+func parseStatString(b []byte) (comm string, ppid int32, startTicks uint64, err error) {
+	c, ppid, startTicks, err := parseStat(b)
+	return string(c), ppid, startTicks, err
 }

@@ -35,15 +35,17 @@ const minPeriod = 0.01
 // NetstatWatchArgs documents the plugin in the GUI's VQL help: keep the doc
 // tags complete, docs/vql/netstat_watch.yaml is checked against them.
 type NetstatWatchArgs struct {
-	Period       float64  `vfilter:"optional,field=period,doc=Seconds between two snapshots of the socket table (float, sub-second allowed, at least 0.01; default 1)."`
+	Period       float64  `vfilter:"optional,field=period,doc=Seconds between two snapshots of the socket table when polling (float, sub-second allowed, at least 0.01; default 1)."`
 	Kinds        []string `vfilter:"optional,field=kinds,doc=Socket tables to watch: any of tcp, tcp6, udp, udp6 (default all)."`
 	Listening    bool     `vfilter:"optional,field=listening,doc=Also report listening TCP sockets and unconnected UDP sockets (default true)."`
-	EmitExisting bool     `vfilter:"optional,field=emit_existing,doc=Report the sockets present at start as added (default false: the first snapshot is the baseline, as with diff())."`
+	EmitExisting bool     `vfilter:"optional,field=emit_existing,doc=Report the sockets present at start as added with Existing true (default false: the first snapshot is the baseline, as with diff()). Only on a first start: when a state file is resumed, what changed meanwhile is reported Offline instead."`
 	EmitRemoved  bool     `vfilter:"optional,field=emit_removed,doc=Emit a removed row when a connection ends (default true)."`
 	Enrich       bool     `vfilter:"optional,field=enrich,doc=Resolve process details (ProcInfo) when a connection is first seen (default true)."`
-	Backend      string   `vfilter:"optional,field=backend,doc=Socket table source: auto (default; netlink on Linux, falling back to /proc/net), netlink or procfs."`
+	Backend      string   `vfilter:"optional,field=backend,doc=Where connections come from: auto (default: kernel events where they load, else polling), ebpf (kernel events on Linux >= 5.8 with BTF, as root or with CAP_BPF and CAP_PERFMON; fails the query when they do not load), netlink or procfs (polling the socket table every period; Linux), or polling on other systems."`
+	Reconcile    float64  `vfilter:"optional,field=reconcile,doc=With kernel events: seconds between two snapshots of the socket table, which report UDP, what was open before start, and what the events missed (default 15, at least 1)."`
+	RingSize     int64    `vfilter:"optional,field=ring_size,doc=With kernel events: size of the kernel's event ring buffer in KiB, a power of two of at least 4 (default 4096). Records that find it full are counted and reported in the log."`
 	CacheSize    int64    `vfilter:"optional,field=cache_size,doc=Most processes kept in the process details cache (default 4096)."`
-	State        string   `vfilter:"optional,field=state,doc=File where the connections reported and still open are kept across restarts (default none). When it exists at start: what changed while not watching is reported with Offline true (added: opened since; removed: ended since) instead of taking the first snapshot as a baseline. Written atomically (mode 0600) at most every 5 s when something changed (less often for a big state) and when the query ends."`
+	State        string   `vfilter:"optional,field=state,doc=File where the connections reported and still open are kept across restarts (default none). When it exists at start: what changed while not watching is reported with Offline true (added: opened since; removed: ended since) instead of taking the first snapshot as a baseline. Written atomically (mode 0600) at most every 5 s when something changed (less often for a big state) and when the query ends. Needs FILESYSTEM_WRITE."`
 }
 
 // options are validated arguments with their defaults applied.
@@ -55,15 +57,20 @@ type options struct {
 	emitRemoved  bool
 	enrich       bool
 	backend      string
+	reconcile    time.Duration
+	ringSize     int // bytes
 	cacheSize    int
 	state        string // state file path; "" for none
+	stateTiming  stateTiming
 }
 
 // parseOptions applies defaults: vfilter cannot tell an absent bool from
 // false, so the raw args say which defaults-true switches were given.
 func parseOptions(a *NetstatWatchArgs, raw *ordereddict.Dict) (*options, error) {
 	o := &options{listening: true, emitRemoved: true, enrich: true,
-		emitExisting: a.EmitExisting, backend: "auto", cacheSize: 4096}
+		emitExisting: a.EmitExisting, backend: "auto", cacheSize: 4096,
+		reconcile: 15 * time.Second, ringSize: 4 << 20,
+		stateTiming: defaultStateTiming}
 	period := 1.0
 	if _, ok := raw.Get("period"); ok {
 		period = a.Period
@@ -88,10 +95,22 @@ func parseOptions(a *NetstatWatchArgs, raw *ordereddict.Dict) (*options, error) 
 	}
 	switch a.Backend {
 	case "":
-	case "auto", "netlink", "procfs":
+	case "auto", "ebpf", "netlink", "procfs":
 		o.backend = a.Backend
 	default:
-		return nil, fmt.Errorf("backend must be auto, netlink or procfs, not %q", a.Backend)
+		return nil, fmt.Errorf("backend must be auto, ebpf, netlink or procfs, not %q", a.Backend)
+	}
+	if _, ok := raw.Get("reconcile"); ok {
+		if math.IsNaN(a.Reconcile) || math.IsInf(a.Reconcile, 0) || a.Reconcile < 1 {
+			return nil, fmt.Errorf("reconcile must be a number of seconds of at least 1, not %v", a.Reconcile)
+		}
+		o.reconcile = time.Duration(a.Reconcile * float64(time.Second))
+	}
+	if _, ok := raw.Get("ring_size"); ok {
+		if a.RingSize < 4 || a.RingSize > 1<<20 || a.RingSize&(a.RingSize-1) != 0 {
+			return nil, fmt.Errorf("ring_size must be a power of two between 4 and 1048576 (KiB), not %d", a.RingSize)
+		}
+		o.ringSize = int(a.RingSize) << 10
 	}
 	if _, ok := raw.Get("cache_size"); ok {
 		if a.CacheSize < 1 {
@@ -103,7 +122,11 @@ func parseOptions(a *NetstatWatchArgs, raw *ordereddict.Dict) (*options, error) 
 	return o, nil
 }
 
-type NetstatWatchPlugin struct{}
+// NetstatWatchPlugin is registered with the default state timings; tests
+// add one with shorter timings to the scope they query.
+type NetstatWatchPlugin struct {
+	stateTiming *stateTiming // nil: defaultStateTiming
+}
 
 func (self NetstatWatchPlugin) Call(ctx context.Context,
 	scope vfilter.Scope, args *ordereddict.Dict) <-chan vfilter.Row {
@@ -113,27 +136,43 @@ func (self NetstatWatchPlugin) Call(ctx context.Context,
 		defer close(output_chan)
 		defer vql_subsystem.RegisterMonitor(ctx, pluginName, args)()
 
+		// Argument and setup errors are logged at ERROR level ("ERROR:"
+		// prefix): Velociraptor then marks the collection, notebook cell or
+		// `query` command failed, which a plain log line does not do.
 		err := vql_subsystem.CheckAccess(scope, acls.MACHINE_STATE)
 		if err != nil {
-			scope.Log("%s: %v", pluginName, err)
+			scope.Error("%s: %v", pluginName, err)
 			return
 		}
 
 		arg := &NetstatWatchArgs{}
 		err = arg_parser.ExtractArgsWithContext(ctx, scope, args, arg)
 		if err != nil {
-			scope.Log("%s: %v", pluginName, err)
+			scope.Error("%s: %v", pluginName, err)
 			return
 		}
 		opts, err := parseOptions(arg, args)
 		if err != nil {
-			scope.Log("%s: %v", pluginName, err)
+			scope.Error("%s: %v", pluginName, err)
 			return
+		}
+		if self.stateTiming != nil {
+			opts.stateTiming = *self.stateTiming
+		}
+		// The state file is created or replaced wherever the caller says,
+		// so, as for any VQL that writes files, that takes FILESYSTEM_WRITE
+		// (an analyst with MACHINE_STATE must not overwrite the server's
+		// files through a notebook).
+		if opts.state != "" {
+			if err := vql_subsystem.CheckAccess(scope, acls.FILESYSTEM_WRITE); err != nil {
+				scope.Error("%s: state: %v", pluginName, err)
+				return
+			}
 		}
 
 		w, err := newWatcher(opts)
 		if err != nil {
-			scope.Log("%s: %v", pluginName, err)
+			scope.Error("%s: %v", pluginName, err)
 			return
 		}
 		defer w.Close()
@@ -145,8 +184,13 @@ func (self NetstatWatchPlugin) Call(ctx context.Context,
 
 		// One line at start; then only errors. Stock diff() and netstat()
 		// log every poll, and client logs are shipped to the server.
-		scope.Log("%s: watching %v every %v using %s%s", pluginName,
-			opts.kinds, opts.period, w.col.Name(), stateNote)
+		scope.Log("%s: watching %v from %s%s", pluginName,
+			opts.kinds, w.source(), stateNote)
+		if w.kern != nil {
+			defer func() {
+				scope.Log("%s: stopped: %s", pluginName, w.kern.summary())
+			}()
+		}
 
 		w.run(ctx, scope, func(row *ordereddict.Dict) bool {
 			select {
@@ -168,10 +212,11 @@ func (self NetstatWatchPlugin) Info(
 		Doc: "Watch the socket table below one second and emit a row when a " +
 			"connection is added or removed, with the owning process.",
 		ArgType: type_map.AddType(scope, &NetstatWatchArgs{}),
-		// 1: has the state argument. version(plugin="netstat_watch") lets
-		// an artifact pass it only to clients that know it (an unknown
-		// argument fails the query).
-		Version:  1,
+		// 1: has the state argument; 2: backend=ebpf, reconcile and
+		// ring_size. version(plugin="netstat_watch") lets an artifact pass
+		// them only to clients that know them (an unknown argument fails
+		// the query).
+		Version:  2,
 		Metadata: vql_subsystem.VQLMetadata().Permissions(acls.MACHINE_STATE).Build(),
 	}
 }

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/Velocidex/ordereddict"
+	"go.uber.org/goleak"
+	acl_proto "www.velocidex.com/golang/velociraptor/acls/proto"
 	vql_subsystem "www.velocidex.com/golang/velociraptor/vql"
 	"www.velocidex.com/golang/velociraptor/vql/acl_managers"
 	"www.velocidex.com/golang/vfilter"
@@ -31,11 +33,32 @@ func TestMain(m *testing.M) {
 		helperUDP(os.Args[1], os.Args[2])
 	case "watch":
 		helperWatch(os.Args[1])
+	case "serve":
+		helperServe(os.Args[1], os.Args[2])
 	case "churn":
 		helperChurn(os.Args[1], os.Args[2])
 	default:
 		os.Exit(m.Run())
 	}
+}
+
+// helperServe listens on addr, prints its port, accepts one connection,
+// holds it for the given time, closes it and exits.
+func helperServe(addr, hold string) {
+	d, _ := time.ParseDuration(hold)
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		fmt.Println("ERR", err)
+		os.Exit(1)
+	}
+	fmt.Println(ln.Addr().(*net.TCPAddr).Port)
+	c, err := ln.Accept()
+	if err != nil {
+		os.Exit(1)
+	}
+	time.Sleep(d)
+	c.Close()
+	os.Exit(0)
 }
 
 // helperTCP connects to addr, prints its local port, holds the connection
@@ -98,9 +121,22 @@ func helperUDP(addr, hold string) {
 // watch runs a VQL query in a fresh scope and streams its rows.
 func watch(t *testing.T, ctx context.Context, query string) (<-chan *ordereddict.Dict, *testutil.QueryLog) {
 	t.Helper()
-	logs := &testutil.QueryLog{}
+	rows, logs, _ := watchWith(t, ctx, NetstatWatchPlugin{}, query)
+	return rows, logs
+}
+
+// watchWith is watch with netstat_watch() being plugin (e.g. other state
+// timings) in that scope. ended closes when the plugin's own row channel
+// does, which it does last (after the final state write): the query's rows
+// end earlier when it is cancelled.
+func watchWith(t *testing.T, ctx context.Context, plugin NetstatWatchPlugin, query string) (
+	rows <-chan *ordereddict.Dict, logs *testutil.QueryLog, ended <-chan struct{}) {
+	t.Helper()
+	logs = &testutil.QueryLog{}
 	scope := vql_subsystem.MakeScope().AppendVars(ordereddict.NewDict().
 		Set(vql_subsystem.ACL_MANAGER_VAR, acl_managers.NullACLManager{}))
+	end := make(chan struct{})
+	scope.AppendPlugins(endNotifier{plugin, end})
 	scope.SetLogger(logs.Logger())
 	vql, err := vfilter.Parse(query)
 	if err != nil {
@@ -118,7 +154,55 @@ func watch(t *testing.T, ctx context.Context, query string) (<-chan *ordereddict
 			}
 		}
 	}()
-	return out, logs
+	// Past the start line, kernel events are attached: a connection made
+	// from then on is reported (polling: after the first snapshot).
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(logs.String(), pluginName+":") &&
+		time.Now().Before(deadline) && ctx.Err() == nil; {
+		time.Sleep(10 * time.Millisecond)
+	}
+	return out, logs, end
+}
+
+// endNotifier is netstat_watch() closing end when the plugin's row channel
+// closes (a query calling it once).
+type endNotifier struct {
+	NetstatWatchPlugin
+	end chan struct{}
+}
+
+func (self endNotifier) Call(ctx context.Context, scope vfilter.Scope, args *ordereddict.Dict) <-chan vfilter.Row {
+	in := self.NetstatWatchPlugin.Call(ctx, scope, args)
+	out := make(chan vfilter.Row)
+	go func() {
+		defer close(self.end)
+		defer close(out)
+		for row := range in {
+			select {
+			case out <- row:
+			case <-ctx.Done():
+				// The plugin sees ctx too; what it still sends is dropped.
+			}
+		}
+	}()
+	return out
+}
+
+// waitPluginEnd waits until the plugin's row channel has closed: its
+// goroutines have ended and its final state is written by then.
+func waitPluginEnd(t *testing.T, ended <-chan struct{}) {
+	t.Helper()
+	select {
+	case <-ended:
+	case <-time.After(5 * time.Second):
+		t.Fatal("plugin still running 5 s after the query was cancelled")
+	}
+}
+
+// logLines counts the plugin's log lines but the stop line of kernel
+// events (its figures: records read, dropped).
+func logLines(logs *testutil.QueryLog) int {
+	l := logs.String()
+	return strings.Count(l, pluginName+":") - strings.Count(l, pluginName+": stopped:")
 }
 
 func get(row *ordereddict.Dict, path string) any {
@@ -255,8 +339,11 @@ func TestShortConnectionFromChildProcess(t *testing.T) {
 			if !ok || d < 0.2 || d > 2 {
 				t.Errorf("Duration = %v, want about 0.3 s", get(r, "Duration"))
 			}
-			if strings.Count(logs.String(), "netstat_watch:") != 1 {
+			if logLines(logs) != 1 {
 				t.Errorf("want exactly one log line, got:\n%s", logs)
+			}
+			if f := testutil.FailingLines(logs.String()); len(f) > 0 {
+				t.Errorf("a working watch would be marked failed: %q", f)
 			}
 		})
 	}
@@ -297,7 +384,9 @@ func TestArgErrors(t *testing.T) {
 		{"period=0.001", "period"},
 		{"period='x'", "period"},
 		{"kinds=['tcp', 'sctp']", `"sctp"`},
-		{"backend='ebpf'", "backend"},
+		{"backend='kprobe'", "backend"},
+		{"reconcile=0.5", "reconcile"},
+		{"ring_size=3", "ring_size"},
 		{"cache_size=0", "cache_size"},
 	} {
 		t.Run(tc.args, func(t *testing.T) {
@@ -312,6 +401,11 @@ func TestArgErrors(t *testing.T) {
 			}
 			if !strings.Contains(logs.String(), tc.want) {
 				t.Errorf("log %q does not name %s", logs, tc.want)
+			}
+			// Velociraptor marks the collection failed only for an
+			// error it recognises.
+			if f := testutil.FailingLines(logs.String()); len(f) != 1 || !strings.Contains(f[0], tc.want) {
+				t.Errorf("Velociraptor would not mark the query failed: failing lines %q of %q", f, logs)
 			}
 		})
 	}
@@ -331,6 +425,53 @@ func TestRequiresMachineState(t *testing.T) {
 	if !strings.Contains(logs.String(), "Permission denied") {
 		t.Errorf("log: %q", logs)
 	}
+	if len(testutil.FailingLines(logs.String())) == 0 {
+		t.Errorf("Velociraptor would not mark the query failed: %q", logs)
+	}
+}
+
+// A state file is written where the caller says: that needs
+// FILESYSTEM_WRITE besides MACHINE_STATE, and nothing is written without it.
+func TestStateRequiresFilesystemWrite(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state")
+	for _, tc := range []struct {
+		name   string
+		policy *acl_proto.ApiClientACL
+		denied bool
+	}{
+		{"machine state only", &acl_proto.ApiClientACL{MachineState: true}, true},
+		{"machine state and filesystem write", &acl_proto.ApiClientACL{MachineState: true, FilesystemWrite: true}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			logs := &testutil.QueryLog{}
+			scope := vql_subsystem.MakeScope().AppendVars(ordereddict.NewDict().
+				Set(vql_subsystem.ACL_MANAGER_VAR, &acl_managers.RoleACLManager{Token: tc.policy}))
+			scope.SetLogger(logs.Logger())
+			defer scope.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			for range (NetstatWatchPlugin{}).Call(ctx, scope, ordereddict.NewDict().
+				Set("state", path).Set("period", 0.1)) {
+			}
+			_, statErr := os.Stat(path)
+			if tc.denied {
+				if log := logs.String(); !strings.Contains(log, "state: PermissionDenied") ||
+					!strings.Contains(log, "FILESYSTEM_WRITE") {
+					t.Errorf("log %q does not refuse the state file", logs)
+				}
+				if statErr == nil {
+					t.Error("state file written without FILESYSTEM_WRITE")
+				}
+				return
+			}
+			if strings.Contains(logs.String(), "Permission denied") {
+				t.Errorf("refused with FILESYSTEM_WRITE: %q", logs)
+			}
+			if statErr != nil {
+				t.Errorf("state file not written at the end of the query: %v", statErr)
+			}
+		})
+	}
 }
 
 func openFDs(t *testing.T) int {
@@ -347,49 +488,28 @@ func TestCancelStopsPromptly(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("fd accounting via /proc")
 	}
-	baseG, baseFD := runtime.NumGoroutine(), openFDs(t)
+	// Every goroutine started from here on must be gone at the end (goleak
+	// retries for a while: vfilter's own helpers wind down asynchronously).
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	baseFD := openFDs(t)
 	// A long period shows the plugin does not wait for its next tick; the
 	// bound leaves room for a loaded machine.
 	// With a state file too: its writer goroutine ends as well.
 	state := filepath.Join(t.TempDir(), "state")
 	for _, args := range []string{"period=0.05", "period=5", "period=0.05, state='" + state + "'"} {
 		ctx, cancel := context.WithCancel(context.Background())
-		rows, _ := watch(t, ctx, "SELECT * FROM netstat_watch("+args+")")
+		rows, _, ended := watchWith(t, ctx, NetstatWatchPlugin{}, "SELECT * FROM netstat_watch("+args+")")
 		time.Sleep(200 * time.Millisecond)
 		cancel()
 		start := time.Now()
 		for range rows {
 		}
+		waitPluginEnd(t, ended)
 		if el := time.Since(start); el > time.Second {
 			t.Errorf("%s: plugin took %v to stop after cancel", args, el)
 		}
 	}
-	// Goroutines wind down asynchronously; give them a moment. Only the
-	// plugin's own count: the runtime and vfilter may keep helpers of their
-	// own around for a while on a loaded machine.
-	deadline := time.Now().Add(3 * time.Second)
-	for pluginGoroutines() > 0 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if n := pluginGoroutines(); n > 0 {
-		buf := make([]byte, 1<<16)
-		t.Errorf("%d plugin goroutines still running (%d before the test, %d now)\n%s",
-			n, baseG, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
-	}
 	if fd := openFDs(t); fd > baseFD {
 		t.Errorf("open fds: %d before, %d after", baseFD, fd)
 	}
-}
-
-// pluginGoroutines counts the goroutines running this package's code.
-func pluginGoroutines() int {
-	buf := make([]byte, 1<<20)
-	n := 0
-	for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
-		if strings.Contains(g, "netstat_watch.(*watcher)") ||
-			strings.Contains(g, "netstat_watch.NetstatWatchPlugin.Call") {
-			n++
-		}
-	}
-	return n
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/Velocidex/ordereddict"
+	"go.uber.org/goleak"
 
 	"github.com/netwatch-dfir/netwatch/internal/testutil"
 )
@@ -93,7 +94,7 @@ func TestChurnNoLossNoDup(t *testing.T) {
 		// remnant to expire (60 s), so that memory must come back down.
 		rate, settle = 2000, 65*time.Second
 	}
-	baseG := runtime.NumGoroutine()
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	baseHeap := heapInUse()
 
 	ctx, cancel := context.WithTimeout(context.Background(), dur+settle+60*time.Second)
@@ -206,21 +207,20 @@ loop:
 	}
 	t.Logf("churn: %d connections in %v, %d added, %d removed rows",
 		sumValues(made), dur, sumValues(added), sumValues(removed))
-	if sumValues(made) < rate*int(dur/time.Second)/2 {
-		t.Errorf("generator made only %d connections", sumValues(made))
+	// Enough churn to mean something; the generator is this test binary,
+	// several times slower under the race detector.
+	least := rate * int(dur/time.Second) / 2
+	if raceEnabled {
+		least /= 4
+	}
+	if sumValues(made) < least {
+		t.Errorf("generator made only %d connections (at least %d expected)", sumValues(made), least)
 	}
 	if lost != 0 || doubled != 0 || unknown != 0 || len(stray) != 0 {
 		t.Errorf("lost %d, doubled %d, unknown %d, removed-before-added %d\nlogs: %s",
 			lost, doubled, unknown, len(stray), logs)
 	}
 
-	deadline := time.Now().Add(3 * time.Second)
-	for runtime.NumGoroutine() > baseG && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if g := runtime.NumGoroutine(); g > baseG {
-		t.Errorf("goroutines: %d before, %d after", baseG, g)
-	}
 }
 
 func heapInUse() uint64 {

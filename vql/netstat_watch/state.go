@@ -15,30 +15,43 @@ import (
 	"github.com/netwatch-dfir/netwatch/vql/watchstate"
 )
 
-// stateInterval is the least time between two writes of the state file while
-// the watcher runs; it is also written when the query ends. A crash loses at
-// most the changes of the last interval, and those are reported again after
-// the restart rather than missed (an added connection not in the state is
-// added again; a removed one still in it is removed again). Each write is the
-// whole file, ~150 bytes a connection plus its process once: at 4,000
-// connections about 0.6 MB every 5 s on a host whose table keeps changing,
-// and nothing on a quiet one.
-var stateInterval = 5 * time.Second
+// stateTiming is when the state file is written and what it trusts.
+type stateTiming struct {
+	// interval is the least time between two writes of the state file
+	// while the watcher runs; it is also written when the query ends. A
+	// crash loses at most the changes of the last interval, and those are
+	// reported again after the restart rather than missed (an added
+	// connection not in the state is added again; a removed one still in it
+	// is removed again). Each write is the whole file, ~150 bytes a
+	// connection plus its process once: at 4,000 connections about 0.6 MB
+	// every 5 s on a host whose table keeps changing, and nothing on a
+	// quiet one.
+	interval time.Duration
 
-// stateBytesPerSecond bounds the average write rate: a host with tens of
-// thousands of connections (a state of megabytes) is written less often
-// than every stateInterval, so that the agent never wears the disk or
-// spends its CPU re-encoding the table (64k connections: ~10 MB, written
-// every ~80 s). A crash then repeats more rows, and still loses none.
-var stateBytesPerSecond = 128 << 10
+	// bytesPerSecond bounds the average write rate: a host with tens of
+	// thousands of connections (a state of megabytes) is written less often
+	// than every interval, so that the agent never wears the disk or spends
+	// its CPU re-encoding the table (64k connections: ~10 MB, written every
+	// ~80 s). A crash then repeats more rows, and still loses none.
+	bytesPerSecond int
 
-// stateLag is how long an emitted row is not trusted to have reached the
-// server: Velociraptor batches a client's event rows (the artifact asks for
-// 1 s, plus the server's jitter, 20 s at most by default) and its buffer of
-// unsent rows does not survive the client process. A state saved now counts
-// the rows of the last stateLag as not yet reported, so that a crash
-// repeats them after the restart (Offline) rather than losing them.
-var stateLag = 30 * time.Second
+	// lag is how long an emitted row is not trusted to have reached the
+	// server: Velociraptor batches a client's event rows (the artifact asks
+	// for 1 s, plus the server's jitter, 20 s at most by default) and its
+	// buffer of unsent rows does not survive the client process. A state
+	// saved now counts the rows of the last lag as not yet reported, so
+	// that a crash repeats them after the restart (Offline) rather than
+	// losing them.
+	lag time.Duration
+}
+
+// defaultStateTiming is what the registered plugin uses; tests query a
+// plugin of their own with shorter times.
+var defaultStateTiming = stateTiming{
+	interval:       5 * time.Second,
+	bytesPerSecond: 128 << 10,
+	lag:            30 * time.Second,
+}
 
 // maxRemnants bounds the closed connections kept (only so that their
 // TIME_WAIT remnants are not reported as new after a restart): under heavy
@@ -50,16 +63,17 @@ const maxRemnants = 16384
 // goroutine so that a slow disk never delays a snapshot; the last write, when
 // the query ends, is done in the plugin's own goroutine.
 type stateKeeper struct {
-	path  string
-	kinds collector.Kind
-	boot  string
+	path   string
+	kinds  collector.Kind
+	boot   string
+	timing stateTiming
 
 	ready    bool // the tracker has a snapshot: its state is worth saving
 	dirty    bool // changed since the last write
 	lastSave time.Time
 	lastSize atomic.Int64    // bytes of the last state written
 	pending  []tracker.Event // events whose rows were not delivered
-	recent   []emitted       // rows of the last stateLag, oldest first
+	recent   []emitted       // rows of the last timing.lag, oldest first
 
 	ch   chan *watchstate.File // to the writer; holds the latest state only
 	buf  []byte                // the writer's encoding buffer, reused
@@ -73,7 +87,8 @@ type stateKeeper struct {
 // what the start line says about the state.
 func (self *watcher) loadState(scope vfilter.Scope, now time.Time) string {
 	path := self.opts.state
-	st := &stateKeeper{path: path, kinds: self.opts.kinds, boot: watchstate.BootID()}
+	st := &stateKeeper{path: path, kinds: self.opts.kinds, boot: watchstate.BootID(),
+		timing: self.opts.stateTiming}
 	self.st = st
 	f, err := watchstate.Load(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -165,18 +180,18 @@ type emitted struct {
 }
 
 // delivered notes rows handed to Velociraptor: they count as reported once
-// stateLag has passed.
+// timing.lag has passed.
 func (self *stateKeeper) delivered(now time.Time, out []output) {
 	for i := range out {
 		self.recent = append(self.recent, emitted{now, out[i].ev})
 	}
 }
 
-// unsure drops the rows older than stateLag and returns the others' events
+// unsure drops the rows older than timing.lag and returns the others' events
 // with those emit refused: what a state saved now counts as not reported.
 func (self *stateKeeper) unsure(now time.Time) []tracker.Event {
 	n := 0
-	for n < len(self.recent) && now.Sub(self.recent[n].at) >= stateLag {
+	for n < len(self.recent) && now.Sub(self.recent[n].at) >= self.timing.lag {
 		n++
 	}
 	self.recent = append(self.recent[:0], self.recent[n:]...)
@@ -195,10 +210,11 @@ func (self *stateKeeper) undelivered(out []output) {
 	}
 }
 
-// interval is the least time between two writes: stateInterval, longer for
-// a big state (stateBytesPerSecond).
+// interval is the least time between two writes: timing.interval, longer
+// for a big state (timing.bytesPerSecond).
 func (self *stateKeeper) interval() time.Duration {
-	return max(stateInterval, time.Duration(self.lastSize.Load())*time.Second/time.Duration(stateBytesPerSecond))
+	t := &self.timing
+	return max(t.interval, time.Duration(self.lastSize.Load())*time.Second/time.Duration(t.bytesPerSecond))
 }
 
 // maybeSave hands the state to the writer if it changed and the last write

@@ -49,12 +49,12 @@ func kill(cmd *exec.Cmd) {
 // runWatch runs the plugin until the rows about the given client ports
 // satisfy done (or timeout), then cancels it and waits for it to end (the
 // final state is written by then). It returns the rows about those ports.
-func runWatch(t *testing.T, query string, ports map[uint32]bool,
+func runWatch(t *testing.T, plugin NetstatWatchPlugin, query string, ports map[uint32]bool,
 	done func([]*ordereddict.Dict) bool, timeout time.Duration) ([]*ordereddict.Dict, *testutil.QueryLog) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	rows, logs := watch(t, ctx, query)
+	rows, logs, ended := watchWith(t, ctx, plugin, query)
 	var got []*ordereddict.Dict
 	for row := range rows {
 		if p, ok := get(row, "Laddr.Port").(uint32); ok && ports[p] {
@@ -67,18 +67,24 @@ func runWatch(t *testing.T, query string, ports map[uint32]bool,
 	cancel()
 	for range rows {
 	}
-	waitPluginEnd(t)
+	waitPluginEnd(t, ended)
 	return got, logs
 }
 
-// waitPluginEnd waits until the plugin's goroutines have ended (the query's
-// row channel closes before that): its final state is written by then.
-func waitPluginEnd(t *testing.T) {
+// waitBaseline waits until the watcher has saved a state at or after since:
+// its first snapshot (the baseline, saved at once) is taken, so what
+// changes from now on is seen while watching. A fixed sleep is not enough on
+// a loaded machine or under the race detector.
+func waitBaseline(t *testing.T, path string, since time.Time) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for pluginGoroutines() > 0 {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		f, err := watchstate.Load(path)
+		if err == nil && !f.SavedAt.Before(since) {
+			return
+		}
 		if time.Now().After(deadline) {
-			t.Fatal("plugin still running 5 s after the query was cancelled")
+			t.Fatalf("no state saved since %v 10 s after the watcher started: %v", since, err)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -113,15 +119,14 @@ func savedPorts(t *testing.T, path string) map[uint32]tracker.Saved {
 // not reported again, Y opened while the watcher was down is added, Z
 // reported in run 1 and closed while it was down is removed; both Offline.
 func TestStateAcrossRestart(t *testing.T) {
-	trustRowsAtOnce(t)
 	ln := loopbackServer(t)
 	state, query := stateQuery(t)
 
 	// Run 1: X and Z open and are reported.
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	rows, logs := watch(t, ctx, query)
-	time.Sleep(200 * time.Millisecond) // past the baseline
+	rows, logs, ended := watchWith(t, ctx, trustAtOnce, query)
+	waitBaseline(t, state, time.Time{}) // no state file yet
 	xCmd, x := holdingChild(t, ln.Addr().String())
 	zCmd, z := holdingChild(t, ln.Addr().String())
 	run1 := map[uint32]*ordereddict.Dict{}
@@ -136,7 +141,7 @@ func TestStateAcrossRestart(t *testing.T) {
 	cancel()
 	for range rows {
 	}
-	waitPluginEnd(t)
+	waitPluginEnd(t, ended)
 	if len(run1) != 2 {
 		t.Fatalf("run 1: added rows for %v, want X %d and Z %d\nlogs: %s", run1, x, z, logs)
 	}
@@ -157,7 +162,7 @@ func TestStateAcrossRestart(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 
 	// Run 2.
-	got, logs := runWatch(t, query, map[uint32]bool{x: true, y: true, z: true},
+	got, logs := runWatch(t, trustAtOnce, query, map[uint32]bool{x: true, y: true, z: true},
 		func(r []*ordereddict.Dict) bool { return len(rowsFor(r, y)) > 0 && len(rowsFor(r, z)) > 0 },
 		10*time.Second)
 	if r := rowsFor(got, x); r != nil {
@@ -187,7 +192,7 @@ func TestStateAcrossRestart(t *testing.T) {
 			}
 		}
 	}
-	if !strings.Contains(logs.String(), "resuming from") || strings.Count(logs.String(), "netstat_watch:") != 1 {
+	if !strings.Contains(logs.String(), "resuming from") || logLines(logs) != 1 {
 		t.Errorf("run 2 logs:\n%s", logs)
 	}
 
@@ -195,8 +200,9 @@ func TestStateAcrossRestart(t *testing.T) {
 	// ConnId and FirstSeen.
 	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	rows, logs = watch(t, ctx, query)
-	time.Sleep(200 * time.Millisecond)
+	started := time.Now()
+	rows, logs, ended = watchWith(t, ctx, trustAtOnce, query)
+	waitBaseline(t, state, started)
 	kill(xCmd)
 	var xr *ordereddict.Dict
 	for row := range rows {
@@ -208,7 +214,7 @@ func TestStateAcrossRestart(t *testing.T) {
 	cancel()
 	for range rows {
 	}
-	waitPluginEnd(t)
+	waitPluginEnd(t, ended)
 	if xr == nil || get(xr, "Diff") != "removed" || get(xr, "Offline") != false ||
 		get(xr, "ConnId") != get(run1[x], "ConnId") || !equalCol(get(xr, "FirstSeen"), get(run1[x], "FirstSeen")) {
 		t.Errorf("X end: %v\nrun 1 added: %v\nlogs: %s", xr, run1[x], logs)
@@ -226,25 +232,22 @@ func equalCol(a, b any) bool {
 // While the plugin runs, the state is written when it changes (here every
 // 100 ms), not only at the end.
 func TestStateWrittenPeriodically(t *testing.T) {
-	defer func(d time.Duration, r int) { stateInterval, stateBytesPerSecond = d, r }(stateInterval, stateBytesPerSecond)
-	// However big this host's table makes the state.
-	stateInterval, stateBytesPerSecond = 100*time.Millisecond, 1<<40
-	trustRowsAtOnce(t)
+	// However big this host's table makes the state; rows trusted at once.
+	every100ms := NetstatWatchPlugin{stateTiming: &stateTiming{
+		interval: 100 * time.Millisecond, bytesPerSecond: 1 << 40}}
 	ln := loopbackServer(t)
 	state := filepath.Join(t.TempDir(), "state")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	rows, logs := watch(t, ctx, "SELECT * FROM netstat_watch(period=0.05, kinds='tcp', state='"+state+"')")
+	rows, logs, ended := watchWith(t, ctx, every100ms, "SELECT * FROM netstat_watch(period=0.05, kinds='tcp', state='"+state+"')")
 	go func() {
 		for range rows {
 		}
 	}()
-	defer waitPluginEnd(t)
+	defer waitPluginEnd(t, ended)
 	defer cancel()
-	time.Sleep(200 * time.Millisecond)
-	if _, err := watchstate.Load(state); err != nil {
-		t.Fatalf("baseline not written after the first snapshot: %v\n%s", err, logs)
-	}
+	// Loading kernel events (backend auto) takes a few hundred ms.
+	waitBaseline(t, state, time.Time{})
 	_, port := holdingChild(t, ln.Addr().String())
 	deadline := time.Now().Add(3 * time.Second)
 	for time.Now().Before(deadline) {
@@ -278,7 +281,7 @@ func TestStateCorrupt(t *testing.T) {
 			if err := os.WriteFile(state, []byte(content), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			got, logs := runWatch(t, "SELECT * FROM netstat_watch(period=0.05, kinds='tcp', state='"+state+"')",
+			got, logs := runWatch(t, NetstatWatchPlugin{}, "SELECT * FROM netstat_watch(period=0.05, kinds='tcp', state='"+state+"')",
 				map[uint32]bool{port: true}, func([]*ordereddict.Dict) bool { return false }, 500*time.Millisecond)
 			if len(got) != 0 {
 				t.Errorf("baseline socket reported: %v", got)
@@ -318,37 +321,35 @@ func TestWithoutUndelivered(t *testing.T) {
 }
 
 // A big state is written less often: the average write rate stays under
-// stateBytesPerSecond however many connections the host has.
+// timing.bytesPerSecond however many connections the host has.
 func TestStateIntervalGrowsWithSize(t *testing.T) {
 	for _, tc := range []struct {
 		size int
 		want time.Duration
 	}{
-		{0, stateInterval},
-		{600 << 10, stateInterval}, // 4,000 connections
+		{0, defaultStateTiming.interval},
+		{600 << 10, defaultStateTiming.interval}, // 4,000 connections
 		{10 << 20, 80 * time.Second},
 	} {
-		st := &stateKeeper{}
+		st := &stateKeeper{timing: defaultStateTiming}
 		st.lastSize.Store(int64(tc.size))
 		if got := st.interval(); got != tc.want {
 			t.Errorf("state of %d bytes: written every %v, want %v", tc.size, got, tc.want)
 		}
-		if tc.size > 0 && float64(tc.size)/st.interval().Seconds() > float64(stateBytesPerSecond) {
+		if tc.size > 0 && float64(tc.size)/st.interval().Seconds() > float64(defaultStateTiming.bytesPerSecond) {
 			t.Errorf("state of %d bytes: %.0f B/s on average", tc.size, float64(tc.size)/st.interval().Seconds())
 		}
 	}
 }
 
-// trustRowsAtOnce counts a row as reported as soon as it is emitted (no
-// stateLag), for tests about what the state holds rather than when.
-func trustRowsAtOnce(t *testing.T) {
-	t.Helper()
-	lag := stateLag
-	stateLag = 0
-	t.Cleanup(func() { stateLag = lag })
-}
+// trustAtOnce counts a row as reported as soon as it is emitted (no lag),
+// for tests about what the state holds rather than when.
+var trustAtOnce = NetstatWatchPlugin{stateTiming: &stateTiming{
+	interval:       defaultStateTiming.interval,
+	bytesPerSecond: defaultStateTiming.bytesPerSecond,
+}}
 
-// A row emitted less than stateLag before the watcher stopped may still
+// A row emitted less than the lag before the watcher stopped may still
 // have been in the client's unsent batch, lost with the process: the next
 // run reports it again (Offline) rather than trusting it arrived.
 func TestStateLagRepeatsRecentRows(t *testing.T) {
@@ -357,8 +358,8 @@ func TestStateLagRepeatsRecentRows(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	rows, logs := watch(t, ctx, query)
-	time.Sleep(200 * time.Millisecond) // past the baseline
+	rows, logs, ended := watchWith(t, ctx, NetstatWatchPlugin{}, query)
+	waitBaseline(t, state, time.Time{}) // no state file yet
 	_, x := holdingChild(t, ln.Addr().String())
 	seen := false
 	for row := range rows {
@@ -370,15 +371,15 @@ func TestStateLagRepeatsRecentRows(t *testing.T) {
 	cancel()
 	for range rows {
 	}
-	waitPluginEnd(t)
+	waitPluginEnd(t, ended)
 	if !seen {
 		t.Fatalf("run 1 did not report X (%d)\nlogs: %s", x, logs)
 	}
 	if saved := savedPorts(t, state); saved[x].ID != 0 {
-		t.Errorf("X was saved as reported right after it was emitted (stateLag %v)", stateLag)
+		t.Errorf("X was saved as reported right after it was emitted (lag %v)", defaultStateTiming.lag)
 	}
 
-	got, _ := runWatch(t, query, map[uint32]bool{x: true},
+	got, _ := runWatch(t, NetstatWatchPlugin{}, query, map[uint32]bool{x: true},
 		func(r []*ordereddict.Dict) bool { return len(rowsFor(r, x)) > 0 }, 10*time.Second)
 	if r := rowsFor(got, x); len(r) != 1 || r[0] != "added offline=true" {
 		t.Errorf("X, emitted just before the stop: %v, want it added again, offline", r)

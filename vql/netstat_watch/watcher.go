@@ -2,6 +2,7 @@ package netstat_watch
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"strconv"
 	"time"
@@ -11,17 +12,24 @@ import (
 
 	"github.com/netwatch-dfir/netwatch/vql/collector"
 	"github.com/netwatch-dfir/netwatch/vql/enricher"
+	"github.com/netwatch-dfir/netwatch/vql/kevents"
 	"github.com/netwatch-dfir/netwatch/vql/owner"
 	"github.com/netwatch-dfir/netwatch/vql/tracker"
 )
 
-// watcher runs collector -> owner -> tracker -> enricher once per tick.
+// watcher runs collector -> owner -> tracker -> enricher once per snapshot
+// and, with kernel events, kernel -> enricher -> tracker per batch of
+// events.
 type watcher struct {
 	opts  *options
 	col   collector.Collector
 	own   *owner.Resolver
 	track *tracker.Tracker
 	enr   *enricher.Enricher
+
+	kern    *kernelFeed // nil when polling
+	kernErr error       // why kernel events are not used (auto)
+	netns   uint32      // the network namespace snapshots see; 0 if unknown
 
 	socks     []collector.Socket // reused between ticks
 	lastErr   string
@@ -32,30 +40,100 @@ type watcher struct {
 }
 
 func newWatcher(opts *options) (*watcher, error) {
-	col, err := collector.New(opts.backend)
-	if err != nil {
-		return nil, err
+	w := &watcher{opts: opts, own: owner.New("/proc"), enr: enricher.New("/proc", opts.cacheSize)}
+	if opts.backend == "auto" || opts.backend == "ebpf" {
+		// Events and snapshots meet on the socket cookie, which only
+		// netlink reports: without it, no kernel events either.
+		col, err := collector.New("netlink")
+		if err == nil {
+			w.kern, err = openKernel(opts)
+			if err != nil {
+				col.Close()
+			} else {
+				w.col = col
+			}
+		}
+		if err != nil {
+			if opts.backend == "ebpf" {
+				return nil, fmt.Errorf("backend=ebpf: kernel events unavailable: %w", err)
+			}
+			w.kernErr = err
+		}
 	}
-	return &watcher{
-		opts: opts,
-		col:  col,
-		own:  owner.New("/proc"),
-		track: tracker.New(tracker.Options{
-			EmitExisting: opts.emitExisting,
-			// Wait one extra tick for the owner of an accepted socket.
-			HoldTicks: 1,
-		}),
-		enr: enricher.New("/proc", opts.cacheSize),
-	}, nil
+	if w.col == nil {
+		backend := opts.backend
+		if backend == "ebpf" {
+			backend = "auto"
+		}
+		col, err := collector.New(backend)
+		if err != nil {
+			return nil, err
+		}
+		w.col = col
+	}
+	if w.kern != nil {
+		w.netns = w.kern.netns
+	} else if ns, err := kevents.SelfNetns(); err == nil {
+		w.netns = ns
+	}
+	w.track = tracker.New(tracker.Options{
+		EmitExisting: opts.emitExisting,
+		// Wait one extra tick for the owner of an accepted socket.
+		HoldTicks: 1,
+		Events:    w.kern != nil,
+		Netns:     w.netns,
+	})
+	return w, nil
 }
 
-func (self *watcher) Close() error { return self.col.Close() }
+func (self *watcher) Close() error {
+	if self.kern != nil {
+		self.kern.stop()
+	}
+	return self.col.Close()
+}
 
-// run polls until ctx ends or emit refuses a row.
+// source says in the start line where connections come from.
+func (self *watcher) source() string {
+	if self.kern != nil {
+		s := fmt.Sprintf("kernel events (eBPF), with a %s snapshot every %v", self.col.Name(), self.opts.reconcile)
+		if self.opts.kinds&(collector.UDP4|collector.UDP6) != 0 {
+			s += fmt.Sprintf(" (UDP every %v)", self.opts.period)
+		}
+		return s
+	}
+	s := fmt.Sprintf("%s every %v", self.col.Name(), self.opts.period)
+	if self.kernErr != nil {
+		s += fmt.Sprintf(" (kernel events unavailable: %v)", self.kernErr)
+	}
+	return s
+}
+
+// run watches until ctx ends or emit refuses a row.
 func (self *watcher) run(ctx context.Context, scope vfilter.Scope,
 	emit func(*ordereddict.Dict) bool) {
-	ticker := time.NewTicker(self.opts.period)
+	period := self.opts.period
+	var flush <-chan time.Time
+	if self.kern != nil {
+		// Started before the first snapshot, so that nothing between
+		// the two is missed.
+		self.kern.start(ctx)
+		period = self.opts.reconcile
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		flush = t.C
+	}
+	ticker := time.NewTicker(period)
 	defer ticker.Stop()
+	// UDP has no kernel events here: its tables are still polled every
+	// period (they are small; TCP's is the big one).
+	var udpTick <-chan time.Time
+	udp := self.opts.kinds & (collector.UDP4 | collector.UDP6)
+	if self.kern != nil && udp != 0 {
+		t := time.NewTicker(self.opts.period)
+		defer t.Stop()
+		udpTick = t.C
+	}
 	if self.st != nil {
 		self.st.start(self, scope)
 		// Also when emit refuses a row: the rows not delivered are
@@ -63,14 +141,13 @@ func (self *watcher) run(ctx context.Context, scope vfilter.Scope,
 		defer func() { self.st.stop(self, scope) }()
 	}
 
-	for {
-		out := self.tick(scope, time.Now())
+	deliver := func(out []output) bool {
 		for i := range out {
-			if !emit(eventRow(&out[i].ev)) {
+			if !emit(self.row(&out[i].ev)) {
 				if self.st != nil {
 					self.st.undelivered(out[i:])
 				}
-				return
+				return false
 			}
 		}
 		if self.st != nil {
@@ -78,12 +155,86 @@ func (self *watcher) run(ctx context.Context, scope vfilter.Scope,
 			self.st.delivered(now, out)
 			self.st.maybeSave(self, now)
 		}
+		return true
+	}
+
+	var kch <-chan []kevents.Event
+	if self.kern != nil {
+		kch = self.kern.events()
+	}
+	// What the kernel reported before a snapshot goes first, so that the
+	// snapshot finds those sockets known (and the first one does not take
+	// them as its baseline).
+	drain := func() bool {
+		for kch != nil {
+			select {
+			case b, ok := <-kch:
+				if !ok {
+					kch = nil
+					return true
+				}
+				if !deliver(self.applyKernel(b, time.Now())) {
+					return false
+				}
+			default:
+				return true
+			}
+		}
+		return true
+	}
+	if self.st != nil {
+		// Resuming: the first snapshot places the saved connections,
+		// which the events then find by cookie.
+		if !deliver(self.tick(scope, time.Now(), self.opts.kinds)) || !drain() {
+			return
+		}
+	} else if !drain() || !deliver(self.tick(scope, time.Now(), self.opts.kinds)) {
+		return
+	}
+	for {
 		select {
 		case <-ctx.Done():
 			return
+		case b, ok := <-kch:
+			if !ok {
+				kch = nil
+				continue
+			}
+			if !deliver(self.applyKernel(b, time.Now())) {
+				return
+			}
+		case now := <-flush:
+			self.kern.reportDrops(scope, now, self.opts.reconcile)
+			if !deliver(self.changed(self.track.Flush(now))) {
+				return
+			}
+		case <-udpTick:
+			if !deliver(self.tick(scope, time.Now(), udp)) {
+				return
+			}
 		case <-ticker.C:
+			if !drain() {
+				return
+			}
+			if !deliver(self.tick(scope, time.Now(), self.opts.kinds)) {
+				return
+			}
 		}
 	}
+}
+
+// applyKernel merges a batch of kernel events.
+func (self *watcher) applyKernel(batch []kevents.Event, now time.Time) []output {
+	evs := self.kern.convert(batch, self.enr, self.opts.enrich, self.opts.kinds)
+	return self.changed(self.track.Apply(now, evs))
+}
+
+// changed filters events that did not come from a snapshot.
+func (self *watcher) changed(events []tracker.Event) []output {
+	if self.st != nil && len(events) > 0 {
+		self.st.updated(true)
+	}
+	return self.filter(events)
 }
 
 // output is an event to report. Its row is built when it is emitted, not
@@ -95,8 +246,8 @@ type output struct {
 }
 
 // tick takes one snapshot and returns the events to report.
-func (self *watcher) tick(scope vfilter.Scope, now time.Time) []output {
-	socks, err := self.col.Collect(self.opts.kinds, self.socks[:0])
+func (self *watcher) tick(scope vfilter.Scope, now time.Time, kinds collector.Kind) []output {
+	socks, err := self.col.Collect(kinds, self.socks[:0])
 	if err != nil {
 		// Log a failure once, not once per tick, and keep the last
 		// snapshot's state: a failed poll says nothing about the sockets.
@@ -124,11 +275,17 @@ func (self *watcher) tick(scope vfilter.Scope, now time.Time) []output {
 			"their sockets show Pid -1", pluginName, st.Denied)
 	}
 
-	var rows []output
-	events := self.track.Update(now, socks)
+	events := self.track.UpdateKinds(now, socks, kinds)
 	if self.st != nil {
 		self.st.updated(len(events) > 0)
 	}
+	return self.filter(events)
+}
+
+// filter applies the options to the tracker's events and names the owner
+// of a connection a snapshot found.
+func (self *watcher) filter(events []tracker.Event) []output {
+	var rows []output
 	for _, ev := range events {
 		c := ev.Conn
 		if !self.opts.listening && c.Direction == tracker.Listen {
@@ -137,14 +294,14 @@ func (self *watcher) tick(scope vfilter.Scope, now time.Time) []output {
 		if ev.Diff == tracker.Removed && !self.opts.emitRemoved {
 			continue
 		}
-		if ev.Diff == tracker.Added && self.opts.enrich && c.Pid > 0 {
+		if ev.Diff == tracker.Added && self.opts.enrich && c.Pid > 0 && c.Info == nil {
 			// Resolved now, while the process is alive: a process that
 			// lives half a second is still named.
 			if p, err := self.enr.Lookup(c.Pid); err == nil {
 				c.Info = p
 			}
 		}
-		rows = append(rows, output{ev})
+		rows = append(rows, output{ev: ev})
 	}
 	return rows
 }
@@ -156,7 +313,7 @@ func (self *watcher) tick(scope vfilter.Scope, now time.Time) []output {
 func (self *watcher) maybeFallBack(scope vfilter.Scope) {
 	const maxFailures = 3
 	if self.opts.backend != "auto" || self.failures < maxFailures ||
-		self.col.Name() != "netlink" {
+		self.col.Name() != "netlink" || self.kern != nil {
 		return
 	}
 	col, err := collector.New("procfs")
@@ -173,9 +330,9 @@ func (self *watcher) maybeFallBack(scope vfilter.Scope) {
 		pluginName, maxFailures)
 }
 
-// eventRow is the row of DESIGN.md: netstat()'s columns, so existing queries
-// keep working, plus what diff() lacked.
-func eventRow(ev *tracker.Event) *ordereddict.Dict {
+// row is the row of docs/ARCHITECTURE.md: netstat()'s columns, so existing
+// queries keep working, plus what diff() lacked.
+func (self *watcher) row(ev *tracker.Event) *ordereddict.Dict {
 	c := ev.Conn
 	s := &c.Socket
 	row := ordereddict.NewDict().
@@ -200,7 +357,21 @@ func eventRow(ev *tracker.Event) *ordereddict.Dict {
 	return row.
 		Set("ConnId", c.ID).
 		Set("Uid", s.UID).
-		Set("Offline", ev.Offline)
+		Set("Offline", ev.Offline).
+		Set("Netns", self.netnsOf(c)).
+		Set("Existing", ev.Existing)
+}
+
+// netnsOf is the inode of a connection's network namespace: the one
+// kernel events gave, else the watcher's own (snapshots see only that).
+func (self *watcher) netnsOf(c *tracker.Conn) any {
+	if c.Netns != 0 {
+		return c.Netns
+	}
+	if self.netns != 0 {
+		return self.netns
+	}
+	return nil
 }
 
 func addr(ip string, port uint16) *ordereddict.Dict {
@@ -209,11 +380,10 @@ func addr(ip string, port uint16) *ordereddict.Dict {
 
 // procInfo has the shape of process_tracker_get(), so that queries written
 // for it (ProcInfo.Data.Name) keep working. The tracker keeps the
-// *enricher.Process resolved at Added (Conn.Info), so the removed row names
+// process resolved at Added (Conn.Info), so the removed row names
 // the same process, and a state file can keep it.
-func procInfo(info any) any {
-	p, ok := info.(*enricher.Process)
-	if !ok || p == nil {
+func procInfo(p *enricher.Process) any {
+	if p == nil {
 		return nil
 	}
 	return ordereddict.NewDict().

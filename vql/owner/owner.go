@@ -33,10 +33,10 @@ const (
 	linkSuffix = "]"
 )
 
-// ParseSocketLink reads the inode out of the target of a /proc/<pid>/fd
+// parseSocketLink reads the inode out of the target of a /proc/<pid>/fd
 // link to a socket, "socket:[12345]". Inode 0 is rejected: no live socket
 // has it, and Socket uses it to mean "no inode".
-func ParseSocketLink(b []byte) (inode uint64, ok bool) {
+func parseSocketLink(b []byte) (inode uint64, ok bool) {
 	if len(b) <= len(linkPrefix)+len(linkSuffix) ||
 		string(b[:len(linkPrefix)]) != linkPrefix ||
 		string(b[len(b)-len(linkSuffix):]) != linkSuffix {

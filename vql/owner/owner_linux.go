@@ -228,7 +228,7 @@ func (r *Resolver) listPids(root int) {
 				break
 			}
 			buf = rest
-			if pid, ok := parsePid(name); ok {
+			if pid, ok := parseDirNumber(name); ok {
 				r.pids = append(r.pids, pid)
 			}
 		}
@@ -283,7 +283,7 @@ func (r *Resolver) visit(root int, pid int32, limit int) (found int) {
 				break
 			}
 			buf = rest
-			fd, ok := parsePid(name)
+			fd, ok := parseDirNumber(name)
 			if !ok {
 				continue
 			}
@@ -298,7 +298,7 @@ func (r *Resolver) visit(root int, pid int32, limit int) (found int) {
 					}
 					continue // the fd was closed since the listing
 				}
-				ino, _ = ParseSocketLink(r.link[:m])
+				ino, _ = parseSocketLink(r.link[:m])
 			}
 			t.links[fd] = fdLink{ino: ino, seen: t.visits}
 			if ino == 0 {
@@ -377,23 +377,27 @@ func nextDirent(buf []byte) (name, rest []byte, ok bool) {
 	return buf[direntName : direntName+end+1], buf[reclen:], true
 }
 
-// parsePid parses a NUL-terminated directory name that is a PID.
-func parsePid(name []byte) (int32, bool) {
-	name = name[:len(name)-1]
-	if len(name) == 0 || len(name) > 10 {
+// parseDirNumber parses a NUL-terminated directory entry name that is a
+// decimal number below 2^31: a PID in /proc, an fd in /proc/<pid>/fd.
+func parseDirNumber(name []byte) (int32, bool) {
+	if len(name) < 2 || name[len(name)-1] != 0 {
 		return 0, false
 	}
-	var pid int64
+	name = name[:len(name)-1]
+	if len(name) > 10 {
+		return 0, false
+	}
+	var n int64
 	for _, c := range name {
 		if c < '0' || c > '9' {
 			return 0, false
 		}
-		pid = pid*10 + int64(c-'0')
+		n = n*10 + int64(c-'0')
 	}
-	if pid > 1<<31-1 {
+	if n > 1<<31-1 {
 		return 0, false
 	}
-	return int32(pid), true
+	return int32(n), true
 }
 
 // openat and readlinkat take NUL-terminated paths: the wrappers in

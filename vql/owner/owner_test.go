@@ -34,9 +34,9 @@ func TestParseSocketLink(t *testing.T) {
 		{"", 0, false},
 	}
 	for _, tt := range tests {
-		inode, ok := ParseSocketLink([]byte(tt.in))
+		inode, ok := parseSocketLink([]byte(tt.in))
 		if inode != tt.inode || ok != tt.ok {
-			t.Errorf("ParseSocketLink(%q) = %d, %v; want %d, %v", tt.in, inode, ok, tt.inode, tt.ok)
+			t.Errorf("parseSocketLink(%q) = %d, %v; want %d, %v", tt.in, inode, ok, tt.inode, tt.ok)
 		}
 	}
 }
@@ -44,19 +44,19 @@ func TestParseSocketLink(t *testing.T) {
 func FuzzParseSocketLink(f *testing.F) {
 	f.Add([]byte("socket:[12345]"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		inode, ok := ParseSocketLink(b)
+		inode, ok := parseSocketLink(b)
 		if !ok {
 			if inode != 0 {
-				t.Fatalf("ParseSocketLink(%q) = %d with !ok", b, inode)
+				t.Fatalf("parseSocketLink(%q) = %d with !ok", b, inode)
 			}
 			return
 		}
 		if inode == 0 || !bytes.HasPrefix(b, []byte(linkPrefix)) || !bytes.HasSuffix(b, []byte(linkSuffix)) {
-			t.Fatalf("ParseSocketLink(%q) accepted %d", b, inode)
+			t.Fatalf("parseSocketLink(%q) accepted %d", b, inode)
 		}
 		digits := b[len(linkPrefix) : len(b)-len(linkSuffix)]
 		if n, err := strconv.ParseUint(string(digits), 10, 64); err != nil || n != inode {
-			t.Fatalf("ParseSocketLink(%q) = %d; strconv says %d, %v", b, inode, n, err)
+			t.Fatalf("parseSocketLink(%q) = %d; strconv says %d, %v", b, inode, n, err)
 		}
 	})
 }

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/netwatch-dfir/netwatch/vql/collector"
+	"github.com/netwatch-dfir/netwatch/vql/enricher"
 )
 
 // Saved is a connection as a state file keeps it across a restart of the
@@ -19,7 +20,7 @@ type Saved struct {
 	// entry is kept only while its remnant (TIME_WAIT) is in the table, so
 	// that the remnant is not reported as a new connection after a restart.
 	Closed bool
-	Info   any
+	Info   *enricher.Process
 }
 
 // NextID is the ID the next new connection will follow: saved with the

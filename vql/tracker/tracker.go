@@ -6,7 +6,8 @@
 // PID -1) looks like one row removed and another added: every short
 // connection alerts twice. Here a connection is one kernel socket, identified
 // by what the OS gives (netlink cookie, else inode, else the tuple plus
-// owner), and the rules of DESIGN.md apply:
+// owner), and the rules of docs/ARCHITECTURE.md ("What is one connection")
+// apply:
 //
 //   - a connection ends (Removed, with its duration) when its owner closes it
 //     (TIME_WAIT, CLOSE or orphaned) or when it disappears;
@@ -22,6 +23,7 @@ import (
 	"time"
 
 	"github.com/netwatch-dfir/netwatch/vql/collector"
+	"github.com/netwatch-dfir/netwatch/vql/enricher"
 )
 
 // Diff says what happened to a connection.
@@ -61,9 +63,13 @@ type Conn struct {
 	FirstSeen time.Time
 	LastSeen  time.Time
 
-	// Info is the caller's: the plugin keeps the process details resolved
-	// at Added here so that Removed carries the same ones.
-	Info any
+	// Netns is the inode of the socket's network namespace, from kernel
+	// events; 0 for a socket only snapshots have seen (the watcher's own).
+	Netns uint32
+
+	// Info is the process details resolved at Added (by the caller, or
+	// from a kernel event), kept so that Removed carries the same ones.
+	Info *enricher.Process
 
 	key      key
 	seen     uint64 // generation of the last snapshot that had it
@@ -71,6 +77,10 @@ type Conn struct {
 	closed   bool   // Removed was emitted, or it was first seen closed
 	held     int    // ticks waited for an owner
 	offline  bool   // its change happened while no tracker watched (Restore)
+	existing bool   // in the first snapshot of a tracker with EmitExisting
+	// evAt is when the last kernel event about it was applied: a snapshot
+	// taken before then says nothing about whether it is gone.
+	evAt time.Time
 }
 
 // Event is one row of output.
@@ -86,6 +96,10 @@ type Event struct {
 	// ended) at some time before Time, not within a period of it. Duration
 	// is then an upper bound.
 	Offline bool
+	// Existing: an Added of a socket that was already there at the first
+	// snapshot of a tracker with EmitExisting that resumed nothing: found
+	// open, not seen opening (FirstSeen is the start of watching).
+	Existing bool
 }
 
 // Options tune a Tracker. The zero value is usable.
@@ -101,6 +115,18 @@ type Options struct {
 	// is remembered, so that an orphaned remnant seen late (a non-atomic
 	// /proc read, a tuple-keyed OS) is not reported as new.
 	RemnantTicks int
+
+	// EventHold is how long a connection first known from kernel events
+	// waits for its owner's syscall (accept(), or connect()'s local port)
+	// before being reported with what is known (default 2 s).
+	EventHold time.Duration
+	// Netns is the inode of the network namespace snapshots see; kernel
+	// events report other namespaces too (see Apply).
+	Netns uint32
+	// Events: kernel events (Apply) feed the tracker besides snapshots, so
+	// a snapshot's half-open sockets are left to them: a request socket
+	// (SYN_RECV) has an identity of its own, not the accepted socket's.
+	Events bool
 }
 
 // Tracker diffs snapshots. It is not safe for concurrent use.
@@ -120,6 +146,9 @@ type Tracker struct {
 
 	listeners map[listenKey][]netip.Addr // rebuilt each snapshot
 	events    []Event
+
+	held  []*Conn              // known from events, not reported yet
+	ended map[uint64]time.Time // cookie of a socket whose end an event reported -> when
 }
 
 // New returns an empty Tracker.
@@ -127,16 +156,17 @@ func New(opts Options) *Tracker {
 	if opts.RemnantTicks <= 0 {
 		opts.RemnantTicks = 2
 	}
+	if opts.EventHold <= 0 {
+		opts.EventHold = 2 * time.Second
+	}
 	return &Tracker{
 		opts:      opts,
 		conns:     newIndex(),
 		gone:      make(map[tuple]uint64),
 		listeners: make(map[listenKey][]netip.Addr),
+		ended:     make(map[uint64]time.Time),
 	}
 }
-
-// Len is the number of sockets being tracked.
-func (t *Tracker) Len() int { return t.conns.len() }
 
 type keyKind uint8
 
@@ -186,12 +216,21 @@ type listenKey struct {
 // Update diffs a complete snapshot taken at now against the previous one and
 // returns the events in order of first sight. The slice is reused by the next call.
 func (t *Tracker) Update(now time.Time, socks []collector.Socket) []Event {
+	return t.UpdateKinds(now, socks, collector.AllKinds)
+}
+
+// UpdateKinds is Update with a snapshot of some socket tables only: the
+// connections of the others are not judged by it. (With kernel events for
+// TCP, the UDP tables are polled often and the TCP ones seldom.)
+func (t *Tracker) UpdateKinds(now time.Time, socks []collector.Socket, kinds collector.Kind) []Event {
 	t.gen++
 	t.events = t.events[:0]
 	baseline := !t.started && !t.opts.EmitExisting
+	// Restore starts the tracker too: a resumed watch has no Existing.
+	existing := !t.started && t.opts.EmitExisting
 	t.started = true
 	restoring := t.restoring
-	t.indexListeners(socks)
+	t.indexListeners(socks, kinds)
 	if restoring {
 		t.placeRestored(socks)
 	}
@@ -199,6 +238,9 @@ func (t *Tracker) Update(now time.Time, socks []collector.Socket) []Event {
 	var fresh []int // sockets not tracked before
 	for i := range socks {
 		s := &socks[i]
+		if t.opts.Events && (s.State == collector.StateSynRecv || s.State == collector.StateNewSynRecv) && s.IsTCP() {
+			continue
+		}
 		c, ok := t.conns.get(keyOf(s))
 		if !ok {
 			fresh = append(fresh, i)
@@ -212,7 +254,7 @@ func (t *Tracker) Update(now time.Time, socks []collector.Socket) []Event {
 	// that became 0, a Windows PID that became 0).
 	var missing map[tuple]*Conn
 	t.conns.each(func(c *Conn) {
-		if c.seen != t.gen && !c.closed {
+		if c.seen != t.gen && !c.closed && t.ownNetns(c) && c.Socket.Kind()&kinds != 0 {
 			if missing == nil {
 				missing = make(map[tuple]*Conn)
 			}
@@ -238,6 +280,13 @@ func (t *Tracker) Update(now time.Time, socks []collector.Socket) []Event {
 			t.observe(now, c, s)
 			continue
 		}
+		_, endedByEvent := t.ended[s.Cookie]
+		if s.Closed() && s.Cookie != 0 && endedByEvent {
+			// Remnant of a connection whose end an event reported.
+			t.conns.put(k, &Conn{key: k, Socket: *s, seen: t.gen, reported: true, closed: true,
+				FirstSeen: now, LastSeen: now, Pid: -1, Direction: t.direction(s)})
+			continue
+		}
 		if s.Closed() {
 			if exp, ok := t.gone[tp]; ok && exp >= t.gen {
 				// Remnant of a connection already reported removed.
@@ -248,7 +297,7 @@ func (t *Tracker) Update(now time.Time, socks []collector.Socket) []Event {
 		}
 		t.nextID++
 		c := &Conn{ID: t.nextID, key: k, Socket: *s, Pid: s.Pid, FirstSeen: now, LastSeen: now,
-			seen: t.gen, Direction: t.direction(s), offline: restoring}
+			seen: t.gen, Direction: t.direction(s), offline: restoring, existing: existing}
 		t.conns.put(k, c)
 		if baseline || restoring && t.covered != nil && !t.covered(s) {
 			c.reported = true
@@ -260,7 +309,10 @@ func (t *Tracker) Update(now time.Time, socks []collector.Socket) []Event {
 
 	// What was not in the snapshot is gone.
 	t.conns.each(func(c *Conn) {
-		if c.seen == t.gen {
+		if c.seen == t.gen || !t.ownNetns(c) || c.Socket.Kind()&kinds == 0 ||
+			!c.evAt.IsZero() && !c.evAt.Before(now) {
+			// Seen; or where this snapshot cannot see; or told about by
+			// an event after the snapshot began.
 			return
 		}
 		t.conns.del(c.key)
@@ -279,6 +331,7 @@ func (t *Tracker) Update(now time.Time, socks []collector.Socket) []Event {
 			delete(t.gone, tp)
 		}
 	}
+	t.expireEnded(now)
 	if restoring {
 		// What happened offline has been reported; a socket still held for
 		// its owner keeps the mark until its Added.
@@ -353,7 +406,7 @@ func (t *Tracker) maybeAdd(now time.Time, c *Conn) {
 
 func (t *Tracker) add(now time.Time, c *Conn) {
 	c.reported = true
-	t.events = append(t.events, Event{Diff: Added, Time: now, Conn: c, Offline: c.offline})
+	t.events = append(t.events, Event{Diff: Added, Time: now, Conn: c, Offline: c.offline, Existing: c.existing})
 	if !t.restoring {
 		c.offline = false
 	}
@@ -365,8 +418,15 @@ func (t *Tracker) remove(now time.Time, c *Conn) {
 		Duration: now.Sub(c.FirstSeen), Offline: c.offline})
 }
 
-func (t *Tracker) indexListeners(socks []collector.Socket) {
-	clear(t.listeners)
+func (t *Tracker) indexListeners(socks []collector.Socket, kinds collector.Kind) {
+	if kinds == collector.AllKinds {
+		clear(t.listeners)
+	}
+	for lk := range t.listeners {
+		if collector.KindOf(collector.AF_INET, lk.typ)&kinds != 0 || collector.KindOf(collector.AF_INET6, lk.typ)&kinds != 0 {
+			delete(t.listeners, lk)
+		}
+	}
 	for i := range socks {
 		s := &socks[i]
 		if s.Listening() {

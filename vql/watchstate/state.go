@@ -12,7 +12,7 @@
 //
 // The header tells a truncated, corrupted or foreign file from a state file;
 // the body stays readable for a responder (process details are listed once
-// and referred to by index). Parse is a parser of on-disk data: it checks
+// and referred to by index). parse is a parser of on-disk data: it checks
 // every field and never panics (FuzzParse).
 package watchstate
 
@@ -25,11 +25,11 @@ import (
 	"io"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/netwatch-dfir/netwatch/internal/atomicfile"
 	"github.com/netwatch-dfir/netwatch/vql/collector"
 	"github.com/netwatch-dfir/netwatch/vql/enricher"
 	"github.com/netwatch-dfir/netwatch/vql/tracker"
@@ -51,7 +51,7 @@ type File struct {
 	Kinds   collector.Kind // the socket tables the watcher read
 	NextID  uint64         // tracker.NextID
 	// Conns are open connections and the closed ones whose remnant was
-	// still in the table. Info is a *enricher.Process or nil.
+	// still in the table. Info is nil when the process was not resolved.
 	Conns []tracker.Saved
 }
 
@@ -93,24 +93,15 @@ type connJSON struct {
 	Proc      int       `json:"proc,omitempty"` // 1 + index in procs; 0: none
 }
 
-// Encode renders f as a state file.
-func Encode(f *File) ([]byte, error) {
-	body, err := AppendBody(nil, f)
-	if err != nil {
-		return nil, err
-	}
-	return append(append(header(body), body...), '\n'), nil
-}
-
 func header(body []byte) []byte {
 	return fmt.Appendf(nil, "%s %d %d %08x\n", magic, version, len(body), crc32.ChecksumIEEE(body))
 }
 
-// AppendBody appends the JSON body of f to dst, a connection at a time:
+// appendBody appends the JSON body of f to dst, a connection at a time:
 // a table of tens of thousands of connections is never held twice (as
 // records and as JSON) on the way to the disk. The processes come after
 // the connections that refer to them (JSON objects are unordered).
-func AppendBody(dst []byte, f *File) ([]byte, error) {
+func appendBody(dst []byte, f *File) ([]byte, error) {
 	head, err := json.Marshal(struct {
 		Saved  time.Time `json:"saved"`
 		Boot   string    `json:"boot"`
@@ -127,7 +118,8 @@ func AppendBody(dst []byte, f *File) ([]byte, error) {
 	for i := range f.Conns {
 		c := &f.Conns[i]
 		n := 0
-		if p, ok := c.Info.(*enricher.Process); ok && p != nil {
+		if p := c.Info; p != nil {
+			var ok bool
 			if n, ok = procs[p]; !ok {
 				order = append(order, p)
 				n = len(order)
@@ -227,21 +219,23 @@ func appendString(dst []byte, s string) []byte {
 	return append(dst, '"')
 }
 
-// WriteFile writes f to path atomically (as Write), encoding its body into
-// buf, which it returns for the next call: a watcher that saves its state
-// every few seconds reuses one buffer instead of allocating the whole file
-// each time.
+// WriteFile replaces the file at path with f atomically: a reader (or a
+// watcher started after a crash) sees the old state or the new, never a
+// part. The file is readable by its owner only: it names processes and
+// their command lines. The body is encoded into buf, which is returned for
+// the next call: a watcher that saves its state every few seconds reuses
+// one buffer instead of allocating the whole file each time.
 func WriteFile(path string, f *File, buf []byte) ([]byte, error) {
-	body, err := AppendBody(buf[:0], f)
+	body, err := appendBody(buf[:0], f)
 	if err != nil {
 		return body, err
 	}
-	return body, writeAtomic(path, header(body), body, []byte{'\n'})
+	return body, atomicfile.Write(path, 0o600, header(body), body, []byte{'\n'})
 }
 
-// Parse reads a state file. Any defect is an error: a state that is not
+// parse reads a state file. Any defect is an error: a state that is not
 // exactly what a watcher wrote must not be trusted.
-func Parse(b []byte) (*File, error) {
+func parse(b []byte) (*File, error) {
 	line, body, ok := bytes.Cut(b, []byte("\n"))
 	if !ok {
 		return nil, errors.New("no header line")
@@ -425,7 +419,7 @@ func Load(path string) (*File, error) {
 	if len(b) > MaxSize {
 		return nil, fmt.Errorf("larger than %d bytes", MaxSize)
 	}
-	return Parse(b)
+	return parse(b)
 }
 
 func readAll(r io.Reader, size int) ([]byte, error) {
@@ -443,43 +437,4 @@ func readAll(r io.Reader, size int) ([]byte, error) {
 			b = append(b, 0)[:len(b)]
 		}
 	}
-}
-
-// Write replaces the file at path with data atomically: a reader (or a
-// watcher started after a crash) sees the old content or the new, never a
-// part. The file is readable by its owner only: it names processes and
-// their command lines.
-func Write(path string, data []byte) error { return writeAtomic(path, data) }
-
-func writeAtomic(path string, parts ...[]byte) error {
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	tmp, err := os.CreateTemp(dir, "."+base+".tmp*") // mode 0600
-	if err != nil {
-		return err
-	}
-	name := tmp.Name()
-	for _, p := range parts {
-		if err == nil {
-			_, err = tmp.Write(p)
-		}
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(name, 0o600)
-	}
-	if err == nil {
-		err = os.Rename(name, path)
-	}
-	if err != nil {
-		os.Remove(name)
-	}
-	return err
 }

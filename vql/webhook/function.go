@@ -188,18 +188,20 @@ func (WebhookFunction) Call(ctx context.Context, scope vfilter.Scope,
 	args *ordereddict.Dict) vfilter.Any {
 	defer vql_subsystem.RegisterMonitor(ctx, functionName, args)()
 
+	// Argument and setup errors are logged at ERROR level, so that the
+	// query is marked failed (see netstat_watch).
 	if err := vql_subsystem.CheckAccess(scope, acls.NETWORK); err != nil {
-		scope.Log("%s: %v", functionName, err)
+		scope.Error("%s: %v", functionName, err)
 		return vfilter.Null{}
 	}
 	a := &WebhookArgs{}
 	if err := arg_parser.ExtractArgsWithContext(ctx, scope, args, a); err != nil {
-		scope.Log("%s: %v", functionName, redactArgError(err, a))
+		scope.Error("%s: %v", functionName, redactArgError(err, a))
 		return vfilter.Null{}
 	}
 	c, err := parseConfig(a, args)
 	if err != nil {
-		scope.Log("%s: %v", functionName, err)
+		scope.Error("%s: %v", functionName, err)
 		return vfilter.Null{}
 	}
 
@@ -217,7 +219,7 @@ func (WebhookFunction) Call(ctx context.Context, scope vfilter.Scope,
 	default:
 		var err error
 		if sender, err = startSender(ctx, scope, root, c, a.Headers); err != nil {
-			scope.Log("%s: %v", functionName, err)
+			scope.Error("%s: %v", functionName, err)
 			vql_subsystem.CacheSet(root, key, setupError{err})
 			return vfilter.Null{}
 		}

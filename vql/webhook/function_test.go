@@ -80,6 +80,9 @@ FROM scope()`, ordereddict.NewDict().Set("URL", "http://"+rcv.addr+"/hook"))
 	if s := field(t, rows[0], "R", "Status"); s != "sent (HTTP 200)" {
 		t.Errorf("Status %v; logs %s", s, logs)
 	}
+	if f := testutil.FailingLines(logs); len(f) > 0 {
+		t.Errorf("a delivered alert would mark the query failed: %q", f)
+	}
 	if b := rcv.received(); len(b) != 1 || b[0] != `{"text": "hi"}` {
 		t.Errorf("received %q", b)
 	}
@@ -113,6 +116,9 @@ func TestFunctionArgErrors(t *testing.T) {
 		if !strings.Contains(logs, "netwatch_webhook: ") || !strings.Contains(logs, tc.want) {
 			t.Errorf("%s: log %q, want %q", tc.args, logs, tc.want)
 		}
+		if f := testutil.FailingLines(logs); len(f) != 1 || !strings.Contains(f[0], tc.want) {
+			t.Errorf("%s: Velociraptor would not mark the query failed: failing lines %q of %q", tc.args, f, logs)
+		}
 		if strings.Contains(logs, "S3CRET") {
 			t.Errorf("%s: the URL is in the log: %q", tc.args, logs)
 		}
@@ -126,6 +132,9 @@ func TestFunctionNeedsNetworkPermission(t *testing.T) {
 		ordereddict.NewDict().Set("URL", "http://"+rcv.addr+"/"))
 	if len(rows) != 1 || !strings.Contains(logs, "PermissionDenied") || !strings.Contains(logs, acls.NETWORK.String()) {
 		t.Errorf("rows %v, logs %q", rows, logs)
+	}
+	if len(testutil.FailingLines(logs)) == 0 {
+		t.Errorf("Velociraptor would not mark the query failed: %q", logs)
 	}
 	if n := rcv.count(); n != 0 {
 		t.Errorf("%d requests reached the receiver without the permission", n)

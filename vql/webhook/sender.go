@@ -83,8 +83,9 @@ func (r Result) Status() string {
 	}
 }
 
-// Stats counts what a Sender did.
-type Stats struct {
+// senderStats counts what a Sender did (for its tests; the alerts carry
+// their own outcome).
+type senderStats struct {
 	Sent, Retried, Rejected, Dropped, Waiting int
 }
 
@@ -111,7 +112,7 @@ type Sender struct {
 	failingSince time.Time
 	lastCause    string
 	outageDrops  int // dropped in the current outage
-	stats        Stats
+	stats        senderStats
 	secrets      []string // substrings to redact: the URL and its parts
 }
 
@@ -356,8 +357,8 @@ func (s *Sender) abandon() {
 	}
 }
 
-// Stats returns the sender's counters.
-func (s *Sender) Stats() Stats {
+// counters returns the sender's counts so far.
+func (s *Sender) counters() senderStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.stats

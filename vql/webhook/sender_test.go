@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
 // receiver is a real HTTP receiver on a fixed loopback port that can be
@@ -214,7 +216,7 @@ func TestOutageQueuesInOrderAndResumes(t *testing.T) {
 	if got, want := strings.Join(rcv.received(), ","), "a1,a2,a3,a4,a5,a6"; got != want {
 		t.Errorf("received %s, want %s (in order, once each)", got, want)
 	}
-	st := s.Stats()
+	st := s.counters()
 	if st.Sent != 6 || st.Dropped != 0 || st.Waiting != 0 || st.Rejected != 0 {
 		t.Errorf("stats %+v", st)
 	}
@@ -293,8 +295,8 @@ func TestSlowReceiverTimesOutThenDelivers(t *testing.T) {
 	if took := time.Since(start); took > time.Second {
 		t.Errorf("Send waited %v for a slow receiver, want about the 150 ms timeout", took)
 	}
-	waitFor(t, "delivery", func() bool { return rcv.count() >= 3 && s.Stats().Waiting == 0 })
-	if st := s.Stats(); st.Sent != 1 {
+	waitFor(t, "delivery", func() bool { return rcv.count() >= 3 && s.counters().Waiting == 0 })
+	if st := s.counters(); st.Sent != 1 {
 		t.Errorf("stats %+v", st)
 	}
 }
@@ -357,14 +359,14 @@ func TestQueueIsBounded(t *testing.T) {
 			t.Fatalf("b%d: %+v", i, r)
 		}
 	}
-	if st := s.Stats(); st.Waiting != 3 || st.Dropped != 5 {
+	if st := s.counters(); st.Waiting != 3 || st.Dropped != 5 {
 		t.Errorf("stats after 8 alerts into a queue of 3: %+v", st)
 	}
 	if n := l.count("webhook queue full (3 alerts)"); n != 1 {
 		t.Errorf("%d 'queue full' lines, want 1 per outage:\n%s", n, l.all())
 	}
 	rcv.start()
-	waitFor(t, "the queue to drain", func() bool { return s.Stats().Waiting == 0 })
+	waitFor(t, "the queue to drain", func() bool { return s.counters().Waiting == 0 })
 	// The newest three, in order (the in-flight oldest is never the one
 	// dropped, so on a loaded machine b1 may have been in flight; it
 	// cannot be here: the receiver was down for all of b1..b8's sends).
@@ -402,7 +404,7 @@ func TestURLNeverLoggedNorReturned(t *testing.T) {
 		r := s.Send([]byte(p))
 		out = append(out, fmt.Sprintf("%+v %s", r, r.Status()))
 	}
-	waitFor(t, "delivery", func() bool { return s.Stats().Waiting == 0 })
+	waitFor(t, "delivery", func() bool { return s.counters().Waiting == 0 })
 	rcv.stop()
 	r := s.Send([]byte("three"))
 	out = append(out, fmt.Sprintf("%+v %s", r, r.Status()))
@@ -417,6 +419,7 @@ func TestURLNeverLoggedNorReturned(t *testing.T) {
 }
 
 func TestRetryLoopEndsWithContext(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	rcv := newReceiver(t)
 	rcv.stop()
 	ctx, cancel := context.WithCancel(context.Background())
