@@ -315,7 +315,7 @@ func waitUntilFor(ctx context.Context, t *testing.T, what string, d time.Duratio
 	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			t.Fatalf("timed out waiting for %s", what)
+			t.Fatalf("timed out (%v) waiting for %s", d, what)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
