@@ -287,11 +287,40 @@ func TestReportAndPlots(t *testing.T) {
 		}
 	}
 	for _, m := range cfg.CaptureMethods {
-		for _, l := range cfg.Lifetimes {
-			res.Conns = append(res.Conns, ConnResult{Method: m.Key, Run: 1, LifeMS: int(l / time.Millisecond), Added: 1, RightPid: true, RightName: true, OnceRight: true})
+		for i, l := range cfg.Lifetimes {
+			// Each its own local port: one port used twice is a recycled
+			// remnant, left out of the short-connection target.
+			res.Conns = append(res.Conns, ConnResult{Method: m.Key, Run: 1, LifeMS: int(l / time.Millisecond),
+				Port: 40000 + i, Added: 1, RightPid: true, RightName: true, OnceRight: true})
 		}
 	}
-	res.Mem = []MemRun{{Method: "nw-0.1s", Run: 1, Sockets: cfg.MemSize, MaxRSSKB: 120 << 10, CPU: 1, Window: 8}}
+	for _, p := range cfg.ProcCounts {
+		for _, m := range cfg.ProcMethod {
+			res.CPU = append(res.CPU, CPURun{Scenario: "procs", Sockets: cfg.ProcSize, Procs: p, Method: m.Key, Run: 1,
+				Window: 3, CPU: 0.003 * (1 + float64(len(m.Key))), Polls: 3, Table: cfg.ProcSize, MaxRSSKB: 100 << 10})
+		}
+	}
+	res.Mem = []MemRun{{Method: nw(0.1).Key, Run: 1, Sockets: cfg.MemSize, MaxRSSKB: 120 << 10, CPU: 1, Window: 8}}
+
+	// A target without a figure fails the report: here the memory
+	// scenario, and a period the targets do not know.
+	noMem := *res
+	noMem.Mem = nil
+	if err := writeReport(&noMem, t.TempDir()); err == nil || !strings.Contains(err.Error(), "max RSS") {
+		t.Errorf("report without the memory figure: %v, want a failure naming its target", err)
+	}
+	renamed := *res
+	renamed.CPU = nil
+	for _, r := range res.CPU {
+		if r.Method == nw(0.1).Key {
+			r.Method = nw(0.2).Key
+		}
+		renamed.CPU = append(renamed.CPU, r)
+	}
+	if err := writeReport(&renamed, t.TempDir()); err == nil {
+		t.Error("report with nw-0.1s renamed: no failure")
+	}
+
 	dir := t.TempDir()
 	if err := writeReport(res, dir); err != nil {
 		t.Fatal(err)

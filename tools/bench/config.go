@@ -8,23 +8,36 @@ import (
 	"time"
 )
 
-// Method is one way of watching connections.
+// Kind is how a method watches connections. The values are those of the
+// raw results files (Method.Kind, and the prefix of Method.Key).
+type Kind string
+
+const (
+	Stock  Kind = "stock" // the exchange artifact's diff(netstat()) query
+	Watch  Kind = "nw"    // netstat_watch() polling (backend=netlink)
+	Kernel Kind = "ebpf"  // netstat_watch() with kernel events (backend=ebpf)
+	SS     Kind = "ss"    // ss -tunap, no Velociraptor: an outside reference
+	Idle   Kind = "idle"  // a query that reads nothing: the baseline
+)
+
+// Method is one way of watching connections: a kind at a period. Build one
+// with method(); its Key is derived, never written by hand.
 type Method struct {
 	Key    string  // stable id: stock-1s, nw-0.1s, ss-1s, idle
-	Kind   string  // stock, nw (polling), ebpf (kernel events), ss, idle
+	Kind   Kind    //
 	Period float64 // seconds
 }
 
 func (m Method) Label() string {
 	p := strconv.FormatFloat(m.Period, 'f', -1, 64) + " s"
 	switch m.Kind {
-	case "stock":
+	case Stock:
 		return "stock diff(netstat()) " + p
-	case "nw":
+	case Watch:
 		return "netstat_watch " + p
-	case "ebpf":
+	case Kernel:
 		return "netstat_watch kernel events"
-	case "ss":
+	case SS:
 		return "ss -tunap every " + p
 	}
 	return "idle query"
@@ -46,33 +59,37 @@ const idleQuery = `SELECT * FROM clock(period=1)`
 // Query is the VQL a method runs (ss runs no query).
 func (m Method) Query() string {
 	switch m.Kind {
-	case "stock":
+	case Stock:
 		return StockQuery(int(m.Period))
-	case "nw":
+	case Watch:
 		// Polling pinned: backend auto takes kernel events where they load.
 		return fmt.Sprintf("SELECT * FROM netstat_watch(period=%s, backend='netlink')",
 			strconv.FormatFloat(m.Period, 'f', -1, 64))
-	case "ebpf":
+	case Kernel:
 		return "SELECT * FROM netstat_watch(backend='ebpf')"
-	case "idle":
+	case Idle:
 		return idleQuery
 	}
 	return ""
 }
 
-func stock(p int) Method { return Method{fmt.Sprintf("stock-%ds", p), "stock", float64(p)} }
-func nw(p float64) Method {
-	return Method{"nw-" + strconv.FormatFloat(p, 'f', -1, 64) + "s", "nw", p}
-}
-func ssm(p float64) Method {
-	return Method{"ss-" + strconv.FormatFloat(p, 'f', -1, 64) + "s", "ss", p}
+// method is the method of that kind and period.
+func method(k Kind, period float64) Method {
+	if k == Idle {
+		return Method{string(Idle), Idle, 1}
+	}
+	return Method{string(k) + "-" + strconv.FormatFloat(period, 'f', -1, 64) + "s", k, period}
 }
 
-var idleMethod = Method{"idle", "idle", 1}
+func stock(p int) Method   { return method(Stock, float64(p)) }
+func nw(p float64) Method  { return method(Watch, p) }
+func ssm(p float64) Method { return method(SS, p) }
+
+var idleMethod = method(Idle, 1)
 
 // ebpfMethod: kernel events, with the default reconciling snapshot (15 s)
 // and UDP polled every second; Period only paces the harness's waits.
-var ebpfMethod = Method{"ebpf", "ebpf", 1}
+var ebpfMethod = Method{string(Kernel), Kernel, 1}
 
 // Config says what one run of the harness measures.
 type Config struct {
@@ -133,7 +150,7 @@ func fullConfig() *Config {
 		ChurnRate:      500,
 		ChurnFor:       60 * time.Second,
 		MemMethods:     []Method{nw(0.1), nw(1), ebpfMethod, stock(1)},
-		MemRunsOnly:    map[string]int{"nw-1s": 1, "stock-1s": 1},
+		MemRunsOnly:    map[string]int{nw(1).Key: 1, stock(1).Key: 1},
 	}
 }
 

@@ -385,7 +385,7 @@ func (h *harness) cpuRuns(scenario string, sockets, procs int, methods []Method)
 func (h *harness) measureCPU(m Method, run int, scenario string, sockets, procs int) (CPURun, error) {
 	r := CPURun{Scenario: scenario, Sockets: sockets, Procs: procs, Method: m.Key, Run: run}
 	r.TableFrom = h.settle(sockets)
-	if m.Kind == "ss" {
+	if m.Kind == SS {
 		return h.measureSS(m, r)
 	}
 	q, err := startQuery(h.cfg.Binary, m.Query(), false)
@@ -406,13 +406,13 @@ func (h *harness) measureCPU(m Method, run int, scenario string, sockets, procs 
 	r.Table, r.NProc = tableSize(), processCount()
 	stop()
 	r.Window, r.CPU, r.Polls = t1.Sub(t0).Seconds(), (c1 - c0).Seconds(), polls
-	if m.Kind == "nw" && (r.Rate() > 0.7 || r.PerPoll() > 0.7*m.Period) {
+	if m.Kind == Watch && (r.Rate() > 0.7 || r.PerPoll() > 0.7*m.Period) {
 		// A poll runs on one goroutine: near a core's worth of CPU, or polls
 		// nearly as long as the period, and the ticker has dropped ticks,
 		// so there were fewer polls than counted.
 		r.Saturated = true
 	}
-	if m.Kind == "stock" && r.Interval() > 1.5*m.Period {
+	if m.Kind == Stock && r.Interval() > 1.5*m.Period {
 		r.Saturated = true // diff() sleeps Period after a poll that took long
 	}
 	return r, nil
@@ -476,8 +476,8 @@ func (h *harness) window(q *queryProc, m Method) (c0, c1 time.Duration, t0, t1 t
 		return c, time.Now(), err
 	}
 	switch m.Kind {
-	case "idle", "ebpf":
-		if m.Kind == "ebpf" {
+	case Idle, Kernel:
+		if m.Kind == Kernel {
 			// Past the start line and the first snapshot (every socket's
 			// owner looked up once): the steady state is what counts.
 			var ready time.Time
@@ -499,7 +499,7 @@ func (h *harness) window(q *queryProc, m Method) (c0, c1 time.Duration, t0, t1 t
 		}
 		c1, t1, err = sample()
 		polls = int(math.Round(t1.Sub(t0).Seconds()))
-	case "nw":
+	case Watch:
 		// Ticks come at ready + k*P; sample half a period after a tick, when
 		// the poll is long done, so the window holds exactly n polls. The
 		// first tick (baseline: every socket's owner looked up) is excluded.
@@ -528,7 +528,7 @@ func (h *harness) window(q *queryProc, m Method) (c0, c1 time.Duration, t0, t1 t
 			return
 		}
 		c1, t1, err = sample()
-	case "stock":
+	case Stock:
 		// diff() logs "Running query" as each poll starts: sample at a poll
 		// start and at a later one, so the window holds whole polls.
 		if err = q.warmedUp(h.ctx, cfg.Warmup); err != nil {
@@ -674,7 +674,7 @@ func (h *harness) measureMem(m Method, run int) (MemRun, error) {
 		return r, err
 	}
 	switch m.Kind {
-	case "nw", "ebpf":
+	case Watch, Kernel:
 		ready, err := q.waitReady(h.ctx, 60*time.Second)
 		if err == nil {
 			err = sleepUntil(h.ctx, ready.Add(max(2*time.Second, time.Duration(3*m.Period*float64(time.Second)))))
@@ -683,7 +683,7 @@ func (h *harness) measureMem(m Method, run int) (MemRun, error) {
 			stop()
 			return r, err
 		}
-	case "stock":
+	case Stock:
 		if _, _, err := q.waitPoll(h.ctx, 0, 120*time.Second); err != nil {
 			stop()
 			return r, err
@@ -792,7 +792,7 @@ func (h *harness) measureCapture(m Method, run int) (CaptureRun, []ConnResult, e
 	}
 	period := time.Duration(m.Period * float64(time.Second))
 	switch m.Kind {
-	case "nw", "ebpf":
+	case Watch, Kernel:
 		ready, err := q.waitReady(h.ctx, 60*time.Second)
 		if err == nil {
 			err = sleepUntil(h.ctx, ready.Add(max(time.Second, 2*period)))
@@ -800,7 +800,7 @@ func (h *harness) measureCapture(m Method, run int) (CaptureRun, []ConnResult, e
 		if err != nil {
 			return fail(err)
 		}
-	case "stock":
+	case Stock:
 		if _, _, err := q.waitPoll(h.ctx, 0, 120*time.Second); err != nil {
 			return fail(err)
 		}

@@ -52,7 +52,7 @@ func main() {
 		raw     = flag.String("raw", "", "where to write the raw results (default OUT/bench-results.json, or build/bench/results.json when OUT is docs)")
 		quick   = flag.Bool("quick", false, "cut-down run (< 3 minutes)")
 		runs    = flag.Int("runs", 0, "repetitions of every measurement (default 3, quick 1)")
-		only    = flag.String("only", "", "comma-separated subset of scenarios: procs,cpu,memory,capture (default all)")
+		only    = flag.String("only", "", "comma-separated subset of scenarios: procs,cpu,memory,capture (default all; the report then fails for the targets left without a figure)")
 		sizes   = flag.String("sizes", "", "comma-separated socket counts for the CPU figure (default 1024,4096,16384,65536; quick 1024,4096)")
 		report  = flag.String("report", "", "only rewrite the report and plots from this raw results file")
 		verbose = flag.Bool("v", false, "log every measurement")

@@ -63,7 +63,7 @@ func (a *analysis) runs(k scKey, method string) []CPURun {
 func (a *analysis) idle(scKey) float64 {
 	var xs []float64
 	for _, r := range a.res.CPU {
-		if r.Err == "" && r.Method == "idle" {
+		if r.Err == "" && r.Method == idleMethod.Key {
 			xs = append(xs, r.Rate())
 		}
 	}
@@ -77,7 +77,7 @@ func (a *analysis) idle(scKey) float64 {
 // idleIn is the idle query's rate in one scenario (for context only).
 func (a *analysis) idleIn(k scKey) Spread {
 	var xs []float64
-	for _, r := range a.runs(k, "idle") {
+	for _, r := range a.runs(k, idleMethod.Key) {
 		xs = append(xs, r.Rate())
 	}
 	return spread(xs)
@@ -93,7 +93,7 @@ type cpuFig struct {
 
 func (a *analysis) cpu(k scKey, method string) cpuFig {
 	idle := 0.0
-	if m := a.methods[method]; m.Kind != "ss" && m.Kind != "idle" {
+	if m := a.methods[method]; m.Kind != SS && m.Kind != Idle {
 		idle = a.idle(k)
 	}
 	var rate, per, table, iv, rss []float64
@@ -155,6 +155,7 @@ func verdict(ok bool) string {
 // target is one line of the targets table.
 type target struct {
 	Name, Figure, Result string
+	Missing              bool // no figure in this run: the report fails
 }
 
 func (a *analysis) sizeKey(n int) scKey { return scKey{"sockets", n, 0} }
@@ -167,7 +168,7 @@ func (a *analysis) targets() []target {
 	// 1. CPU at 0.1 s vs stock at 1 s, 4k sockets.
 	{
 		t := target{Name: "netstat_watch at 0.1 s costs ≤ 1/5 of stock at 1 s with 4k sockets (stretch 1/20)"}
-		nwF, stF := a.cpu(a.sizeKey(4096), "nw-0.1s"), a.cpu(a.sizeKey(4096), "stock-1s")
+		nwF, stF := a.cpu(a.sizeKey(4096), nw(0.1).Key), a.cpu(a.sizeKey(4096), stock(1).Key)
 		if nwF.Rate.N > 0 && stF.Rate.N > 0 {
 			ratio := stF.Rate.Med / nwF.Rate.Med
 			t.Figure = fmt.Sprintf("%s ms/s vs %s ms/s of CPU (medians): 1/%.1f", ms(nwF.Rate.Med), ms(stF.Rate.Med), ratio)
@@ -177,7 +178,7 @@ func (a *analysis) targets() []target {
 			}
 			t.Result = verdict(ratio >= 5) + ", " + stretch
 		} else {
-			t.Figure, t.Result = notMeasured, "–"
+			t.Figure, t.Result, t.Missing = notMeasured, "–", true
 		}
 		ts = append(ts, t)
 	}
@@ -187,7 +188,7 @@ func (a *analysis) targets() []target {
 		t := target{Name: "per-poll cost grows at most linearly with sockets"}
 		var parts []string
 		ok, any := true, false
-		for _, key := range []string{"nw-1s", "nw-0.1s"} {
+		for _, key := range []string{nw(1).Key, nw(0.1).Key} {
 			var xs, ys []float64
 			for _, n := range cfg.Sizes {
 				f := a.cpu(a.sizeKey(n), key)
@@ -207,7 +208,7 @@ func (a *analysis) targets() []target {
 			t.Figure = strings.Join(parts, "; ") + " (linear = 1.0; PASS if ≤ 1.1)"
 			t.Result = verdict(ok)
 		} else {
-			t.Figure, t.Result = notMeasured+" (needs two sizes)", "–"
+			t.Figure, t.Result, t.Missing = notMeasured+" (needs two sizes)", "–", true
 		}
 		ts = append(ts, t)
 	}
@@ -217,7 +218,7 @@ func (a *analysis) targets() []target {
 		t := target{Name: "steady-state cost does not grow with the number of processes"}
 		var parts []string
 		ok, any := true, false
-		for _, key := range []string{"nw-1s", "nw-0.1s"} {
+		for _, key := range []string{nw(1).Key, nw(0.1).Key} {
 			base := a.cpu(a.sizeKey(cfg.ProcSize), key)
 			if base.Rate.N == 0 {
 				continue
@@ -238,7 +239,7 @@ func (a *analysis) targets() []target {
 			t.Figure = strings.Join(parts, "; ") + fmt.Sprintf(" (%s sockets; PASS if ≤ 1.25 × the 0-process figure + 0.5 ms/s)", fmtSockets(cfg.ProcSize))
 			t.Result = verdict(ok)
 		} else {
-			t.Figure, t.Result = notMeasured, "–"
+			t.Figure, t.Result, t.Missing = notMeasured, "–", true
 		}
 		ts = append(ts, t)
 	}
@@ -251,7 +252,7 @@ func (a *analysis) targets() []target {
 		ok4, ok5, any4, any5 := true, true, false, false
 		reusedTotal := 0
 		for _, m := range cfg.CaptureMethods {
-			if m.Kind != "nw" {
+			if m.Kind != Watch {
 				continue
 			}
 			var long, short, all []ConnResult
@@ -290,12 +291,12 @@ func (a *analysis) targets() []target {
 		if any4 {
 			t4.Figure, t4.Result = strings.Join(p4, "; "), verdict(ok4)
 		} else {
-			t4.Figure, t4.Result = notMeasured, "–"
+			t4.Figure, t4.Result, t4.Missing = notMeasured, "–", true
 		}
 		if any5 {
 			t5.Figure, t5.Result = strings.Join(p5, "; ")+fmt.Sprintf(" (PASS if ≥ 99 %% reported: every one leaves a TIME_WAIT remnant here; left out: %d whose local port the kernel gave to a later connection of the same run, which recycles the remnant)", reusedTotal), verdict(ok5)
 		} else {
-			t5.Figure, t5.Result = notMeasured, "–"
+			t5.Figure, t5.Result, t5.Missing = notMeasured, "–", true
 		}
 		ts = append(ts, t4, t5)
 	}
@@ -303,7 +304,7 @@ func (a *analysis) targets() []target {
 	// 6. Memory.
 	{
 		t := target{Name: fmt.Sprintf("max RSS at %s sockets with churn ≤ 150 MB for the whole query process", fmtSockets(65536))}
-		s := a.memSpread("nw-0.1s")
+		s := a.memSpread(nw(0.1).Key)
 		if s.N > 0 {
 			t.Figure = fmt.Sprintf("netstat_watch 0.1 s: %.1f MB worst of %d run(s) (median %.1f) at %s held sockets + %d connections/s churn",
 				s.Max, s.N, s.Med, fmtSockets(cfg.MemSize), cfg.ChurnRate)
@@ -312,7 +313,7 @@ func (a *analysis) targets() []target {
 				t.Result += " (at " + fmtSockets(cfg.MemSize) + ", not 64k: indicative)"
 			}
 		} else {
-			t.Figure, t.Result = notMeasured, "–"
+			t.Figure, t.Result, t.Missing = notMeasured, "–", true
 		}
 		ts = append(ts, t)
 	}
@@ -362,7 +363,23 @@ func writeReport(res *Results, out string) error {
 	}
 	var b strings.Builder
 	a.markdown(&b)
-	return os.WriteFile(filepath.Join(out, "BENCHMARKS.md"), []byte(b.String()), 0o644)
+	if err := os.WriteFile(filepath.Join(out, "BENCHMARKS.md"), []byte(b.String()), 0o644); err != nil {
+		return err
+	}
+	// A target with no figure is a benchmark that measured nothing for it
+	// (a scenario skipped, a method or period renamed in the config):
+	// written, so that it can be read, but a failure.
+	var missing []string
+	for _, t := range a.targets() {
+		if t.Missing {
+			missing = append(missing, "\n  - "+t.Name)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%s written, but no figure for %d target(s):%s",
+			filepath.Join(out, "BENCHMARKS.md"), len(missing), strings.Join(missing, ""))
+	}
+	return nil
 }
 
 func (a *analysis) markdown(b *strings.Builder) {
@@ -407,7 +424,7 @@ func (a *analysis) markdown(b *strings.Builder) {
 	// methodRows writes a row per method, a cell per size.
 	methodRows := func(value func(cpuFig) Spread) {
 		for _, m := range cfg.CPUMethods {
-			if m.Kind == "idle" {
+			if m.Kind == Idle {
 				continue
 			}
 			row := "| " + m.Label() + " |"
@@ -435,12 +452,12 @@ func (a *analysis) markdown(b *strings.Builder) {
 		p("\n")
 	}
 	rowOf("sockets in the kernel tables (held + the machine's own)", func(n int) string {
-		return fmtCount(a.cpu(a.sizeKey(n), "nw-1s").Table.Med)
+		return fmtCount(a.cpu(a.sizeKey(n), nw(1).Key).Table.Med)
 	})
 	rowOf(fmt.Sprintf("idle query in this scenario, ms/s (the median over the whole run, %s ms/s, is subtracted)", ms(a.idle(scKey{}))),
 		func(n int) string { return cell(a.idleIn(a.sizeKey(n))) })
 	rowOf("stock 1 s: seconds between two diff() runs", func(n int) string {
-		return fmt.Sprintf("%.2f", a.cpu(a.sizeKey(n), "stock-1s").Interval.Med)
+		return fmt.Sprintf("%.2f", a.cpu(a.sizeKey(n), stock(1).Key).Interval.Med)
 	})
 	p("\n† crowded: in at least one repetition other processes on this shared machine held more than %s extra sockets (beyond 25 %% of the intended count) before or after the window, which every method then had to read too; the harness waits up to %v (%v over the whole run) for them to go away before each measurement, and measures again (twice at most) when they came during one; these are what was left. The raw results keep the table size of every repetition.\n", "1,000", cfg.Settle, cfg.SettleTotal)
 	p("\n‡ saturated: the method could not keep its period (a poll took longer than the period, or `diff()` ran less often than every 1.5 × period), so it polled less often than asked. Its per-poll figure divides by the polls asked for, so for netstat_watch it understates the real cost of a poll (about 100 ms at 64k sockets).\n\n")
@@ -454,7 +471,7 @@ func (a *analysis) markdown(b *strings.Builder) {
 	}
 	p("\n| --- | ---: |%s\n", strings.Repeat(" ---: |", len(cfg.ProcCounts)))
 	for _, m := range cfg.ProcMethod {
-		if m.Kind == "idle" {
+		if m.Kind == Idle {
 			continue
 		}
 		f := a.cpu(a.sizeKey(cfg.ProcSize), m.Key)
@@ -501,7 +518,7 @@ func (a *analysis) markdown(b *strings.Builder) {
 	// ss.
 	p("## 5. `ss -tunap` as an outside reference\n\n")
 	p("`ss -tunap` is a full socket + owner snapshot (netlink dump, then a walk of every process's fds for the owners), the same work as one stock poll without Velociraptor. Run every 1 s and every 0.1 s in section 1: ")
-	if f, g := a.cpu(a.sizeKey(4096), "ss-1s"), a.cpu(a.sizeKey(4096), "nw-1s"); f.PerPoll.N > 0 && g.PerPoll.N > 0 {
+	if f, g := a.cpu(a.sizeKey(4096), ssm(1).Key), a.cpu(a.sizeKey(4096), nw(1).Key); f.PerPoll.N > 0 && g.PerPoll.N > 0 {
 		p("at 4k sockets one `ss` call costs %s ms of CPU, one netstat_watch tick %s ms.", ms(f.PerPoll.Med), ms(g.PerPoll.Med))
 	}
 	p("\n\n")
@@ -537,7 +554,7 @@ func mbCell(s Spread) string {
 func (a *analysis) idleRSS() Spread {
 	var xs []float64
 	for _, r := range a.res.CPU {
-		if r.Method == "idle" && r.Err == "" {
+		if r.Method == idleMethod.Key && r.Err == "" {
 			xs = append(xs, float64(r.MaxRSSKB)/1024)
 		}
 	}
@@ -617,14 +634,14 @@ func (a *analysis) recommend() (string, string) {
 	cfg := a.cfg
 	var nws []Method
 	for _, m := range cfg.CPUMethods {
-		if m.Kind == "nw" {
+		if m.Kind == Watch {
 			nws = append(nws, m)
 		}
 	}
 	sort.Slice(nws, func(i, j int) bool { return nws[i].Period < nws[j].Period })
-	stock2 := a.cpu(a.sizeKey(4096), "stock-2s").Rate
+	stock2 := a.cpu(a.sizeKey(4096), stock(2).Key).Rate
 	if stock2.N == 0 {
-		stock2 = a.cpu(a.sizeKey(4096), "stock-1s").Rate
+		stock2 = a.cpu(a.sizeKey(4096), stock(1).Key).Rate
 		if stock2.N > 0 {
 			stock2.Med /= 2 // at most: half the polls
 		}
@@ -707,10 +724,10 @@ func (a *analysis) plots(out string) error {
 	ymin, ymax := math.Inf(1), math.Inf(-1)
 	i := 0
 	for _, m := range cfg.CPUMethods {
-		if m.Kind == "idle" {
+		if m.Kind == Idle {
 			continue
 		}
-		s := Series{Name: m.Label(), Color: methodColor(m, i), Dashed: m.Kind != "nw" && m.Kind != "ebpf", Marker: i}
+		s := Series{Name: m.Label(), Color: methodColor(m, i), Dashed: m.Kind != Watch && m.Kind != Kernel, Marker: i}
 		i++
 		for _, n := range cfg.Sizes {
 			f := a.cpu(a.sizeKey(n), m.Key)
@@ -746,7 +763,7 @@ func (a *analysis) plots(out string) error {
 		LogX: true, LogY: true, XMin: xmin, XMax: xmax, YMin: ymin, YMax: ymax,
 		XTicks: xt, YTicks: logTicks(ymin, ymax, func(v float64) string { return fmt.Sprintf("%g", v) }),
 		Series: series,
-		Notes:  []string{"median of " + fmt.Sprint(cfg.Runs) + " run(s),", "whiskers: min-max", "1000 ms/s = one core", "dashed: stock diff(netstat()) and", "ss -tunap (no Velociraptor)"},
+		Notes:  []string{"median of " + fmt.Sprint(cfg.Runs) + " run(s), whiskers min-max", "1000 ms/s = one core", "dashed: stock diff(netstat()) and ss -tunap (no Velociraptor)"},
 	}
 	if err := savePNG(filepath.Join(out, cpuPlot), 1000, 620, cpuChart); err != nil {
 		return err
@@ -756,7 +773,7 @@ func (a *analysis) plots(out string) error {
 	mk := func(title string, pick func(connSummary) int) *Chart {
 		var ss []Series
 		for i, m := range cfg.CaptureMethods {
-			s := Series{Name: m.Label(), Color: methodColor(m, i), Marker: i, Dashed: m.Kind != "nw" && m.Kind != "ebpf"}
+			s := Series{Name: m.Label(), Color: methodColor(m, i), Marker: i, Dashed: m.Kind != Watch && m.Kind != Kernel}
 			for _, life := range cfg.Lifetimes {
 				cs := summarizeConns(a.conns(m.Key, int(life/time.Millisecond)))
 				if cs.N == 0 {
@@ -773,7 +790,7 @@ func (a *analysis) plots(out string) error {
 		}
 		lo, hi := float64(cfg.Lifetimes[0]/time.Millisecond), float64(cfg.Lifetimes[len(cfg.Lifetimes)-1]/time.Millisecond)
 		return &Chart{Title: title, XLabel: "connection lifetime (log)", YLabel: "% of connections",
-			LogX: true, XMin: lo / 1.5, XMax: hi * 1.5, YMin: 0, YMax: 100,
+			LogX: true, XMin: lo / 1.5, XMax: hi * 1.5, YMin: 0, YMax: 118, // room for the legend
 			XTicks: lt, YTicks: []Tick{{0, "0"}, {20, "20"}, {40, "40"}, {60, "60"}, {80, "80"}, {100, "100"}},
 			Series: ss, Notes: []string{"pooled over " + fmt.Sprint(cfg.Runs) + " run(s)", "dashed: stock diff(netstat())"}}
 	}
@@ -782,27 +799,19 @@ func (a *analysis) plots(out string) error {
 		mk("Reported once, with the right Pid and process Name", func(s connSummary) int { return s.OnceRight }))
 }
 
-// methodColor gives each method the same colour in every plot.
+// methodColors: each method's colour in every plot, by kind and period
+// (reds for stock, blues to greens for netstat_watch, shorter periods
+// lighter, greys for ss). A method not listed takes a palette colour.
+var methodColors = map[Kind]map[float64]color.RGBA{
+	Stock: {2: {140, 20, 20, 255}, 1: {230, 40, 40, 255}},
+	Watch: {1: {20, 60, 160, 255}, 0.5: {40, 130, 220, 255}, 0.25: {20, 170, 190, 255},
+		0.1: {30, 150, 50, 255}, 0.05: {140, 190, 30, 255}},
+	SS: {1: {90, 90, 90, 255}, 0.1: {160, 160, 160, 255}},
+}
+
 func methodColor(m Method, i int) color.RGBA {
-	switch m.Key {
-	case "stock-2s":
-		return color.RGBA{140, 20, 20, 255}
-	case "stock-1s":
-		return color.RGBA{230, 40, 40, 255}
-	case "nw-1s":
-		return color.RGBA{20, 60, 160, 255}
-	case "nw-0.5s":
-		return color.RGBA{40, 130, 220, 255}
-	case "nw-0.25s":
-		return color.RGBA{20, 170, 190, 255}
-	case "nw-0.1s":
-		return color.RGBA{30, 150, 50, 255}
-	case "nw-0.05s":
-		return color.RGBA{140, 190, 30, 255}
-	case "ss-1s":
-		return color.RGBA{90, 90, 90, 255}
-	case "ss-0.1s":
-		return color.RGBA{160, 160, 160, 255}
+	if c, ok := methodColors[m.Kind][m.Period]; ok {
+		return c
 	}
 	return palette[i%len(palette)]
 }

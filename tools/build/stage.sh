@@ -183,6 +183,7 @@ write_plugins() {
 package main
 
 import (
+	_ "github.com/netwatch-dfir/netwatch/vql/ipset"
 	_ "github.com/netwatch-dfir/netwatch/vql/netstat_watch"
 	_ "github.com/netwatch-dfir/netwatch/vql/webhook"
 )

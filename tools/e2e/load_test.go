@@ -17,11 +17,20 @@ import (
 
 // TestPool runs upstream's pool_client: NETWATCH_LOAD_CLIENTS virtual
 // clients (15 by default, `make load` 200) in one process against one
-// server, all running the client artifact. The virtual clients share this
-// host, so each reports the same connections: one connection to the
-// alerted port must give exactly one webhook per virtual client. It
-// reports the server's and the pool's CPU time and peak memory, and
-// writes them to NETWATCH_LOAD_REPORT if set.
+// server, all running the client artifact with its defaults (but for the
+// loopback and outbound settings the test's traffic needs). The virtual
+// clients share this host, so each reports the same connections: one
+// connection to the alerted port must give exactly one webhook per
+// virtual client. Then NETWATCH_LOAD_SECONDS (default 20, `make load`
+// 120) of traffic: a connection every 2 s that no rule matches, and every
+// 10 s one that matches (each to another port, so the server's dedup
+// does not fold them), alerted under the server artifact's default caps.
+// It asserts that no alert is doubled, that every matching connection of
+// every client is alerted or counted in a summary, and that the server
+// pushed no client event table while alerts flowed (client_event_update
+// on its monitoring port). It reports the server's and the pool's CPU
+// time and memory, the alert latency and the volume stored per client,
+// and writes them to NETWATCH_LOAD_REPORT if set.
 func TestPool(t *testing.T) {
 	binary, exe, processName := needBinary(t)
 	n := 15
@@ -31,15 +40,32 @@ func TestPool(t *testing.T) {
 			t.Fatalf("NETWATCH_LOAD_CLIENTS=%q: want a positive number", s)
 		}
 	}
+	phase := 20 * time.Second
+	if s := os.Getenv("NETWATCH_LOAD_SECONDS"); s != "" {
+		sec, err := strconv.Atoi(s)
+		if err != nil || sec < 10 {
+			t.Fatalf("NETWATCH_LOAD_SECONDS=%q: want a number of seconds, at least 10", s)
+		}
+		phase = time.Duration(sec) * time.Second
+	}
 	// Enrolment is the slow part (each virtual client makes its key and
 	// is interrogated): budget it per client.
-	budget := 2*time.Minute + time.Duration(n)*1500*time.Millisecond
+	budget := 3*time.Minute + time.Duration(n)*1500*time.Millisecond + 2*phase
 	ctx, cancel := context.WithTimeout(context.Background(), budget)
 	defer cancel()
 	testStart := time.Now()
 
-	target := listen(t, "127.0.0.1")
-	canary := listen(t, "127.0.0.1")
+	target := listen(t, loadAddr)
+	canary := listen(t, loadAddr)
+	noise := listen(t, loadAddr)
+	// One port per matching connection of the sustained phase.
+	var alerted []*listener
+	alertPorts := []string{strconv.Itoa(target.port), strconv.Itoa(canary.port)}
+	for i := 0; i < int(phase/loadMatchEvery); i++ {
+		l := listen(t, loadAddr)
+		alerted = append(alerted, l)
+		alertPorts = append(alertPorts, strconv.Itoa(l.port))
+	}
 	hook, err := webhook.Listen("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -51,27 +77,53 @@ func TestPool(t *testing.T) {
 	serverPid := r.d.Pid()
 
 	// The pool takes its event table once, from its first virtual client
-	// to get one, so the monitoring is set before it starts. Period 1 keeps
-	// the one shared query cheap on 2 cores; velociraptor's own
-	// connections are excluded, or each virtual client would report the
-	// pool's N connections to the server (and every reconnection).
+	// to get one, so the monitoring is set before it starts. The client
+	// artifact's Period is its default (0.25 s); its default
+	// ExcludeOwnTraffic drops the pool's own connections to the server
+	// (one process, its Pid), or each virtual client would report the
+	// pool's N connections (and every reconnection). The server artifact
+	// keeps its default dedup and rate caps.
 	params := map[string]string{}
 	for k, v := range clientParams {
 		params[k] = v
 	}
-	params["Period"] = "1"
-	params["ExcludeProcessRegex"] = "^velociraptor$"
+	delete(params, "Period")
+	// Only the test's own traffic (to loadAddr): on a shared machine
+	// other loopback traffic would be multiplied by every virtual client.
+	params["ExcludeRemoteNetworks"] = "Network,Description\n" +
+		strings.Join(networksExcept(loadAddr), ",\n") + ",\n"
 	if err := r.d.SetClientMonitoring(ctx, deploy.ClientArtifact, params); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.d.SetServerMonitoring(ctx, deploy.ServerArtifact, map[string]string{
-		"WebHook":          hook.URL(),
-		"WebHookFormat":    "json",
-		"RemotePortRegex":  fmt.Sprintf("^(%d|%d)$", target.port, canary.port),
-		"ProcessNameRegex": "^" + regexp.QuoteMeta(processName) + "$",
-		"DedupSeconds":     "0",
-		"RateLimit":        "0",
-	}); err != nil {
+	// Two rules (the server artifact's Rules table): the canaries and the
+	// one connection, and the sustained phase's ports. The fleet-wide cap
+	// is off, so that the one connection gives exactly one webhook per
+	// client; the per-client dedup and rate cap keep their defaults.
+	rule := func(name, sev string, ports []string) string {
+		return strings.Join([]string{name, sev, "netwatch load test", "", "",
+			"^" + regexp.QuoteMeta(processName) + "$", "", loadAddr,
+			strings.Join(ports, " "), "outbound"}, ",")
+	}
+	serverParams := map[string]string{
+		"WebHook":       hook.URL(),
+		"WebHookFormat": "json",
+		"Rules": "Name,Severity,Description,Label,ClientRegex,ProcessNameRegex,ProcessPathRegex,RemoteNetwork,RemotePort,Direction\n" +
+			rule("load-live", "low", alertPorts[:2]) + "\n" +
+			rule("load-sustained", "high", alertPorts[2:]) + "\n",
+		"GlobalRateLimit": "0",
+	}
+	// NETWATCH_LOAD_SERVER_PARAMS="Name=value;Name=value" sets more (to
+	// compare settings; the report names them).
+	var extra []string
+	for _, kv := range strings.Split(os.Getenv("NETWATCH_LOAD_SERVER_PARAMS"), ";") {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			serverParams[strings.TrimSpace(k)] = v
+			extra = append(extra, "`"+strings.TrimSpace(k)+"` "+v)
+		} else if strings.TrimSpace(kv) != "" {
+			t.Fatalf("NETWATCH_LOAD_SERVER_PARAMS: %q is not Name=value", kv)
+		}
+	}
+	if err := r.d.SetServerMonitoring(ctx, deploy.ServerArtifact, serverParams); err != nil {
 		t.Fatal(err)
 	}
 
@@ -181,16 +233,22 @@ func TestPool(t *testing.T) {
 		len(got), len(perClient), first.Sub(c.started).Round(time.Millisecond),
 		last.Sub(c.started).Round(time.Millisecond))
 
+	// ---- sustained traffic, some of it alerting --------------------------
+	sus := runSustained(ctx, t, r, hook, pool.Pid(), serverPid, ids, noise, alerted, phase)
+
 	// ---- steady state: monitoring with nothing to alert on ----------------
 	const idle = 20 * time.Second
 	cpu2, poolCPU2 := cpuTime(serverPid), cpuTime(pool.Pid())
 	time.Sleep(idle)
 	cpuIdle, poolCPUIdle := cpuTime(serverPid)-cpu2, cpuTime(pool.Pid())-poolCPU2
-	serverHWM, poolHWM := vmHWM(serverPid), vmHWM(pool.Pid())
+	serverHWM, poolHWM := procStatus(serverPid, "VmHWM:"), procStatus(pool.Pid(), "VmHWM:")
 
 	report := fmt.Sprintf(`## Load: %d virtual clients (pool_client), one server
 
-Measured %s on %s by TestPool (tools/e2e/load_test.go), Period 1 s.
+Measured %s on %s by TestPool (tools/e2e/load_test.go), the client
+artifact's default Period (0.25 s); the server artifact with two Rules, its default
+dedup and per-client rate cap, the fleet-wide cap off%s.
+`+sharedMachineNote+`
 
 | | server (gui --noclient) | pool_client |
 | --- | ---: | ---: |
@@ -202,7 +260,7 @@ Measured %s on %s by TestPool (tools/e2e/load_test.go), Period 1 s.
 
 - alert path live %v after enrolment (canaries: %d webhooks);
 - one connection: %d webhooks, %d distinct clients, %d doubled; first %v, last %v after the connection opened (all in after %v).
-`, n, time.Now().UTC().Format(time.RFC3339), hostDesc(), n, enrolled.Round(time.Second),
+`, n, time.Now().UTC().Format(time.RFC3339), hostDesc(), settingsNote(extra), n, enrolled.Round(time.Second),
 		cpuEnrol.Round(10*time.Millisecond), poolCPUEnrol.Round(10*time.Millisecond),
 		n, (allIn + 5*time.Second).Round(time.Second), cpuAlert.Round(10*time.Millisecond), poolCPUAlert.Round(10*time.Millisecond),
 		idle, msPerSec(cpuIdle, idle), msPerSec(poolCPUIdle, idle),
@@ -210,6 +268,7 @@ Measured %s on %s by TestPool (tools/e2e/load_test.go), Period 1 s.
 		live.Round(time.Second), canaries,
 		len(got), len(perClient), doubled, first.Sub(c.started).Round(time.Millisecond),
 		last.Sub(c.started).Round(time.Millisecond), allIn.Round(time.Millisecond))
+	report += sus.markdown(n)
 	t.Log("\n" + report)
 	if path := os.Getenv("NETWATCH_LOAD_REPORT"); path != "" {
 		if err := os.WriteFile(path, []byte(report), 0o644); err != nil {
@@ -221,6 +280,14 @@ Measured %s on %s by TestPool (tools/e2e/load_test.go), Period 1 s.
 
 	r.checkNothingLeft()
 	t.Logf("pool test done in %v", time.Since(testStart).Round(time.Millisecond))
+}
+
+// settingsNote names the server parameters set beyond the test's own.
+func settingsNote(extra []string) string {
+	if len(extra) == 0 {
+		return ""
+	}
+	return "; also " + strings.Join(extra, ", ")
 }
 
 // settle waits until no webhook has arrived for quiet (bounded by ctx).
@@ -254,21 +321,6 @@ func cpuTime(pid int) time.Duration {
 	st, _ := strconv.ParseInt(f[12], 10, 64)
 	const clkTck = 100 // USER_HZ on Linux
 	return time.Duration(ut+st) * time.Second / clkTck
-}
-
-// vmHWM is the peak resident set size of a process in KiB.
-func vmHWM(pid int) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			k, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return k
-		}
-	}
-	return 0
 }
 
 func msPerSec(cpu, wall time.Duration) float64 {

@@ -306,10 +306,16 @@ func checkReaderRefused(ctx context.Context, t *testing.T, d *deploy.Deployment,
 // waitUntil polls cond for up to 30 s.
 func waitUntil(ctx context.Context, t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	waitUntilFor(ctx, t, what, 30*time.Second, cond)
+}
+
+// waitUntilFor polls cond for up to d.
+func waitUntilFor(ctx context.Context, t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			t.Fatalf("timed out waiting for %s", what)
+			t.Fatalf("timed out (%v) waiting for %s", d, what)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -12,6 +12,12 @@ FILTER="${2:-}"
 
 flags=(--testonly)
 [[ -n "${UPDATE:-}" ]] && flags=()
+# NO_ALARM=1: no 30 s limit per file (a machine too loaded to run one in time).
+[[ -n "${NO_ALARM:-}" ]] && flags+=(--disable_alarm)
+
+# The golden tests' Test. artifacts (see tools/golden/wrap.sh).
+defs="$ROOT/build/golden-artifacts"
+"$ROOT/tools/golden/wrap.sh" "$defs"
 
 # Upstream's test config points its read-only datastore at paths relative to
 # the staged source tree.
@@ -20,7 +26,7 @@ out="$(mktemp)"
 trap 'rm -f "$out"' EXIT
 status=0
 "$BINARY" --config artifacts/testdata/windows/test.config.yaml \
-    golden "$ROOT/testdata/golden" --env srcDir="$ROOT" \
+    --definitions "$defs" golden "$ROOT/testdata/golden" --env srcDir="$ROOT" \
     ${FILTER:+--filter="$FILTER"} "${flags[@]}" >"$out" 2>&1 || status=$?
 if [[ -n "${UPDATE:-}" ]]; then
     # Without --testonly a new or changed file also exits non-zero.

@@ -62,6 +62,8 @@ type Alert struct {
 	ClientId   string   `json:"ClientId"`
 	Fqdn       string   `json:"Fqdn"`
 	Labels     []string `json:"Labels"`
+	Rule       string   `json:"Rule"`
+	Severity   string   `json:"Severity"`
 	Diff       string   `json:"Diff"`
 	Direction  string   `json:"Direction"`
 	Protocol   string   `json:"Protocol"`
@@ -116,10 +118,22 @@ func teamsText(m map[string]any) string {
 		content, _ := att.(map[string]any)["content"].(map[string]any)
 		body, _ := content["body"].([]any)
 		for _, b := range body {
-			if bm, ok := b.(map[string]any); ok && bm["type"] == "TextBlock" {
+			bm, _ := b.(map[string]any)
+			switch bm["type"] {
+			case "TextBlock":
 				if t, ok := bm["text"].(string); ok {
 					parts = append(parts, t)
 				}
+			case "RichTextBlock":
+				// The artifact's cards: one line of TextRuns per block.
+				var line strings.Builder
+				inlines, _ := bm["inlines"].([]any)
+				for _, in := range inlines {
+					if t, ok := in.(map[string]any)["text"].(string); ok {
+						line.WriteString(t)
+					}
+				}
+				parts = append(parts, line.String())
 			}
 		}
 	}

@@ -28,6 +28,10 @@ func TestParseFormats(t *testing.T) {
 		{"teams", `{"type":"message","attachments":[{"contentType":"application/vnd.microsoft.card.adaptive",
 			"content":{"type":"AdaptiveCard","body":[{"type":"TextBlock","text":"title"},
 			{"type":"TextBlock","text":"alert three"},{"type":"FactSet","facts":[]}]}}]}`, "title\nalert three"},
+		{"teams rich text", `{"type":"message","attachments":[{"contentType":"application/vnd.microsoft.card.adaptive",
+			"content":{"type":"AdaptiveCard","body":[{"type":"RichTextBlock","inlines":[{"type":"TextRun","text":"title"}]},
+			{"type":"RichTextBlock","inlines":[{"type":"TextRun","text":"Client: "},{"type":"TextRun","text":"h"}]}]}}]}`,
+			"title\nClient: h"},
 	} {
 		a, err := Parse([]byte(tc.body))
 		if err != nil {

@@ -38,7 +38,7 @@ type NetstatWatchArgs struct {
 	Period       float64  `vfilter:"optional,field=period,doc=Seconds between two snapshots of the socket table when polling (float, sub-second allowed, at least 0.01; default 1)."`
 	Kinds        []string `vfilter:"optional,field=kinds,doc=Socket tables to watch: any of tcp, tcp6, udp, udp6 (default all)."`
 	Listening    bool     `vfilter:"optional,field=listening,doc=Also report listening TCP sockets and unconnected UDP sockets (default true)."`
-	EmitExisting bool     `vfilter:"optional,field=emit_existing,doc=Report the sockets present at start as added (default false: the first snapshot is the baseline, as with diff())."`
+	EmitExisting bool     `vfilter:"optional,field=emit_existing,doc=Report the sockets present at start as added with Existing true (default false: the first snapshot is the baseline, as with diff()). Only on a first start: when a state file is resumed, what changed meanwhile is reported Offline instead."`
 	EmitRemoved  bool     `vfilter:"optional,field=emit_removed,doc=Emit a removed row when a connection ends (default true)."`
 	Enrich       bool     `vfilter:"optional,field=enrich,doc=Resolve process details (ProcInfo) when a connection is first seen (default true)."`
 	Backend      string   `vfilter:"optional,field=backend,doc=Where connections come from: auto (default: kernel events where they load, else polling), ebpf (kernel events on Linux >= 5.8 with BTF, as root or with CAP_BPF and CAP_PERFMON; fails the query when they do not load), netlink or procfs (polling the socket table every period; Linux), or polling on other systems."`

@@ -42,21 +42,6 @@ func TestMain(m *testing.M) {
 	}
 }
 
-// helperTCP connects to addr, prints its local port, holds the connection
-// for the given time and closes it first (so its side enters TIME_WAIT).
-func helperTCP(addr, hold string) {
-	d, _ := time.ParseDuration(hold)
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		fmt.Println("ERR", err)
-		os.Exit(1)
-	}
-	fmt.Println(c.LocalAddr().(*net.TCPAddr).Port)
-	time.Sleep(d)
-	c.Close()
-	os.Exit(0)
-}
-
 // helperServe listens on addr, prints its port, accepts one connection,
 // holds it for the given time, closes it and exits.
 func helperServe(addr, hold string) {
@@ -71,6 +56,21 @@ func helperServe(addr, hold string) {
 	if err != nil {
 		os.Exit(1)
 	}
+	time.Sleep(d)
+	c.Close()
+	os.Exit(0)
+}
+
+// helperTCP connects to addr, prints its local port, holds the connection
+// for the given time and closes it first (so its side enters TIME_WAIT).
+func helperTCP(addr, hold string) {
+	d, _ := time.ParseDuration(hold)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		fmt.Println("ERR", err)
+		os.Exit(1)
+	}
+	fmt.Println(c.LocalAddr().(*net.TCPAddr).Port)
 	time.Sleep(d)
 	c.Close()
 	os.Exit(0)

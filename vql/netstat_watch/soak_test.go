@@ -207,8 +207,14 @@ loop:
 	}
 	t.Logf("churn: %d connections in %v, %d added, %d removed rows",
 		sumValues(made), dur, sumValues(added), sumValues(removed))
-	if sumValues(made) < rate*int(dur/time.Second)/2 {
-		t.Errorf("generator made only %d connections", sumValues(made))
+	// Enough churn to mean something; the generator is this test binary,
+	// several times slower under the race detector.
+	least := rate * int(dur/time.Second) / 2
+	if raceEnabled {
+		least /= 4
+	}
+	if sumValues(made) < least {
+		t.Errorf("generator made only %d connections (at least %d expected)", sumValues(made), least)
 	}
 	if lost != 0 || doubled != 0 || unknown != 0 || len(stray) != 0 {
 		t.Errorf("lost %d, doubled %d, unknown %d, removed-before-added %d\nlogs: %s",

@@ -71,6 +71,25 @@ func runWatch(t *testing.T, plugin NetstatWatchPlugin, query string, ports map[u
 	return got, logs
 }
 
+// waitBaseline waits until the watcher has saved a state at or after since:
+// its first snapshot (the baseline, saved at once) is taken, so what
+// changes from now on is seen while watching. A fixed sleep is not enough on
+// a loaded machine or under the race detector.
+func waitBaseline(t *testing.T, path string, since time.Time) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		f, err := watchstate.Load(path)
+		if err == nil && !f.SavedAt.Before(since) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no state saved since %v 10 s after the watcher started: %v", since, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func rowsFor(rows []*ordereddict.Dict, port uint32) []string {
 	var out []string
 	for _, r := range rows {
@@ -107,7 +126,7 @@ func TestStateAcrossRestart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	rows, logs, ended := watchWith(t, ctx, trustAtOnce, query)
-	time.Sleep(200 * time.Millisecond) // past the baseline
+	waitBaseline(t, state, time.Time{}) // no state file yet
 	xCmd, x := holdingChild(t, ln.Addr().String())
 	zCmd, z := holdingChild(t, ln.Addr().String())
 	run1 := map[uint32]*ordereddict.Dict{}
@@ -181,8 +200,9 @@ func TestStateAcrossRestart(t *testing.T) {
 	// ConnId and FirstSeen.
 	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	started := time.Now()
 	rows, logs, ended = watchWith(t, ctx, trustAtOnce, query)
-	time.Sleep(200 * time.Millisecond)
+	waitBaseline(t, state, started)
 	kill(xCmd)
 	var xr *ordereddict.Dict
 	for row := range rows {
@@ -227,15 +247,7 @@ func TestStateWrittenPeriodically(t *testing.T) {
 	defer waitPluginEnd(t, ended)
 	defer cancel()
 	// Loading kernel events (backend auto) takes a few hundred ms.
-	for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		_, err := watchstate.Load(state)
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("baseline not written after the first snapshot: %v\n%s", err, logs)
-		}
-	}
+	waitBaseline(t, state, time.Time{})
 	_, port := holdingChild(t, ln.Addr().String())
 	deadline := time.Now().Add(3 * time.Second)
 	for time.Now().Before(deadline) {
@@ -347,7 +359,7 @@ func TestStateLagRepeatsRecentRows(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	rows, logs, ended := watchWith(t, ctx, NetstatWatchPlugin{}, query)
-	time.Sleep(200 * time.Millisecond) // past the baseline
+	waitBaseline(t, state, time.Time{}) // no state file yet
 	_, x := holdingChild(t, ln.Addr().String())
 	seen := false
 	for row := range rows {

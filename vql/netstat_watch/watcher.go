@@ -314,7 +314,7 @@ func (self *watcher) filter(events []tracker.Event) []output {
 				c.Info = p
 			}
 		}
-		rows = append(rows, output{ev})
+		rows = append(rows, output{ev: ev})
 	}
 	return rows
 }
@@ -343,8 +343,8 @@ func (self *watcher) maybeFallBack(scope vfilter.Scope) {
 		pluginName, maxFailures)
 }
 
-// row is the row of DESIGN.md: netstat()'s columns, so existing queries
-// keep working, plus what diff() lacked.
+// row is the row of docs/ARCHITECTURE.md: netstat()'s columns, so existing
+// queries keep working, plus what diff() lacked.
 func (self *watcher) row(ev *tracker.Event) *ordereddict.Dict {
 	c := ev.Conn
 	s := &c.Socket
@@ -371,7 +371,8 @@ func (self *watcher) row(ev *tracker.Event) *ordereddict.Dict {
 		Set("ConnId", c.ID).
 		Set("Uid", s.UID).
 		Set("Offline", ev.Offline).
-		Set("Netns", self.netnsOf(c))
+		Set("Netns", self.netnsOf(c)).
+		Set("Existing", ev.Existing)
 }
 
 // netnsOf is the inode of a connection's network namespace: the one

@@ -6,7 +6,8 @@
 // PID -1) looks like one row removed and another added: every short
 // connection alerts twice. Here a connection is one kernel socket, identified
 // by what the OS gives (netlink cookie, else inode, else the tuple plus
-// owner), and the rules of DESIGN.md apply:
+// owner), and the rules of docs/ARCHITECTURE.md ("What is one connection")
+// apply:
 //
 //   - a connection ends (Removed, with its duration) when its owner closes it
 //     (TIME_WAIT, CLOSE or orphaned) or when it disappears;
@@ -76,6 +77,7 @@ type Conn struct {
 	closed   bool   // Removed was emitted, or it was first seen closed
 	held     int    // ticks waited for an owner
 	offline  bool   // its change happened while no tracker watched (Restore)
+	existing bool   // in the first snapshot of a tracker with EmitExisting
 	// evAt is when the last kernel event about it was applied: a snapshot
 	// taken before then says nothing about whether it is gone.
 	evAt time.Time
@@ -98,6 +100,10 @@ type Event struct {
 	// ended) at some time before Time, not within a period of it. Duration
 	// is then an upper bound.
 	Offline bool
+	// Existing: an Added of a socket that was already there at the first
+	// snapshot of a tracker with EmitExisting that resumed nothing: found
+	// open, not seen opening (FirstSeen is the start of watching).
+	Existing bool
 }
 
 // Options tune a Tracker. The zero value is usable.
@@ -228,6 +234,8 @@ func (t *Tracker) update(now time.Time, socks []collector.Socket, kinds collecto
 	t.gen++
 	t.events = t.events[:0]
 	baseline := !t.started && !t.opts.EmitExisting
+	// Restore starts the tracker too: a resumed watch has no Existing.
+	existing := !t.started && t.opts.EmitExisting
 	t.started = true
 	restoring := covered != nil
 	t.resuming = restoring
@@ -295,7 +303,7 @@ func (t *Tracker) update(now time.Time, socks []collector.Socket, kinds collecto
 		}
 		t.nextID++
 		c := &Conn{ID: t.nextID, key: k, Socket: *s, Pid: s.Pid, FirstSeen: now, LastSeen: now,
-			seen: t.gen, Direction: t.direction(s), offline: restoring}
+			seen: t.gen, Direction: t.direction(s), offline: restoring, existing: existing}
 		t.conns.put(k, c)
 		if baseline || restoring && !covered(s) {
 			c.reported = true
@@ -404,7 +412,8 @@ func (t *Tracker) maybeAdd(now time.Time, c *Conn) {
 
 func (t *Tracker) add(now time.Time, c *Conn) {
 	c.reported = true
-	t.events = append(t.events, Event{Diff: Added, Time: now, Conn: c, Offline: c.offline, State: c.Socket.State})
+	t.events = append(t.events, Event{Diff: Added, Time: now, Conn: c, Offline: c.offline,
+		Existing: c.existing, State: c.Socket.State})
 	if !t.resuming {
 		c.offline = false
 	}

@@ -75,6 +75,9 @@ func render(evs []Event) []string {
 		if e.Diff == Removed {
 			s += fmt.Sprintf(" dur=%s", e.Duration)
 		}
+		if e.Existing {
+			s += " existing"
+		}
 		out = append(out, s)
 	}
 	return out
@@ -102,7 +105,12 @@ func TestTracker(t *testing.T) {
 		name:  "emit existing",
 		opts:  Options{EmitExisting: true},
 		ticks: [][]collector.Socket{snap(listener)},
-		want:  [][]string{{"added 80 pid=1 LISTEN listen"}},
+		want:  [][]string{{"added 80 pid=1 LISTEN listen existing"}},
+	}, {
+		name:  "existing only in the first snapshot",
+		opts:  Options{EmitExisting: true},
+		ticks: [][]collector.Socket{snap(listener), snap(listener, client)},
+		want:  [][]string{{"added 80 pid=1 LISTEN listen existing"}, {"added 40000 pid=100 ESTAB outbound"}},
 	}, {
 		name:  "TIME_WAIT by cookie ends the connection once; remnant vanishing is silent",
 		ticks: [][]collector.Socket{snap(), snap(client), snap(clientTW), snap(clientTW), snap()},
