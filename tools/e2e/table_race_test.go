@@ -116,9 +116,11 @@ func TestServerTableStartedTwice(t *testing.T) {
 		}
 	}
 	// Each call starts one instance; the rest were orphans, and each must
-	// have stood down (the last change's instances have had 2 checks).
+	// have stood down (the last change's instances have had 2 checks). Of
+	// two started at once the older may stand down first (before the
+	// next change cancels it), then the orphan: more is fine.
 	t.Logf("%d table changes: %d instances started, %d stood down", rounds, len(rows), down)
-	if orphans := len(rows) - rounds; down != orphans {
+	if orphans := len(rows) - rounds; down < orphans {
 		t.Errorf("%d orphaned instances (of %d), %d stood down", orphans, len(rows), down)
 	}
 	if len(rows) == rounds {
