@@ -281,10 +281,21 @@ func parse(b []byte) (*File, error) {
 	return fromJSON(&fj)
 }
 
+// writable: a time the next save can write again. RFC 3339 (and so JSON)
+// only has years 0 to 9999 in UTC; "0000-01-01T00:00:00+01:00" parses but
+// is year -1 in UTC, and a state holding it could never be saved again.
+func writable(t time.Time) bool {
+	y := t.UTC().Year()
+	return y >= 0 && y <= 9999
+}
+
 func fromJSON(fj *fileJSON) (*File, error) {
 	f := &File{SavedAt: fj.Saved.UTC(), Boot: fj.Boot, NextID: fj.NextID}
 	if f.SavedAt.IsZero() {
 		return nil, errors.New("no saved time")
+	}
+	if !writable(f.SavedAt) {
+		return nil, fmt.Errorf("saved time %v out of range", f.SavedAt)
 	}
 	if f.Boot == "" {
 		return nil, errors.New("no boot identity")
@@ -300,6 +311,9 @@ func fromJSON(fj *fileJSON) (*File, error) {
 	for i, p := range fj.Procs {
 		if p.Pid <= 0 || p.Ppid < 0 {
 			return nil, fmt.Errorf("procs[%d]: bad pid %d or ppid %d", i, p.Pid, p.Ppid)
+		}
+		if !writable(p.CreateTime) {
+			return nil, fmt.Errorf("procs[%d]: create_time %v out of range", i, p.CreateTime)
 		}
 		procs[i] = &enricher.Process{Pid: p.Pid, Ppid: p.Ppid, Name: p.Name, Exe: p.Exe,
 			CommandLine: p.CmdLine, Username: p.Username, UID: p.UID,
@@ -365,6 +379,9 @@ func connFromJSON(cj *connJSON, procs []*enricher.Process) (tracker.Saved, error
 	}
 	if cj.FirstSeen.IsZero() {
 		return c, errors.New("no first_seen")
+	}
+	if !writable(cj.FirstSeen) {
+		return c, fmt.Errorf("first_seen %v out of range", cj.FirstSeen)
 	}
 	if cj.ID == 0 && !cj.Closed {
 		return c, errors.New("open connection without id")
