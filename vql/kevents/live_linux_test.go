@@ -21,8 +21,8 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
-	"golang.org/x/sys/unix"
 
+	"github.com/netwatch-dfir/netwatch/internal/testutil"
 	"github.com/netwatch-dfir/netwatch/vql/collector"
 )
 
@@ -115,25 +115,6 @@ func child(t *testing.T, netns, mode, addr string) (*exec.Cmd, uint16) {
 	return cmd, uint16(port)
 }
 
-// newNetns creates a network namespace with loopback up, removed at the
-// end of the test, and returns its name and inode.
-func newNetns(t *testing.T) (string, uint32) {
-	t.Helper()
-	name := fmt.Sprintf("nwkev%d", os.Getpid())
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add: %v %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
-	if out, err := exec.Command("ip", "netns", "exec", name, "ip", "link", "set", "lo", "up").CombinedOutput(); err != nil {
-		t.Fatalf("lo up: %v %s", err, out)
-	}
-	var st unix.Stat_t
-	if err := unix.Stat(filepath.Join("/run/netns", name), &st); err != nil {
-		t.Fatal(err)
-	}
-	return name, uint32(st.Ino)
-}
-
 // gather reads events until want is satisfied or the time is up.
 func gather(ctx context.Context, ch <-chan []Event, keep func(*Event) bool, done func([]Event) bool) []Event {
 	var got []Event
@@ -182,7 +163,7 @@ func TestShortConnectionsFromChildren(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ns, inode := "", self
 			if tc.netns {
-				ns, inode = newNetns(t)
+				ns, inode = testutil.Netns(t, "nwkev")
 			}
 			// Outbound: this process listens (in the namespace, through
 			// a helper when there is one), a child connects.

@@ -20,7 +20,8 @@ import (
 	"github.com/Velocidex/ordereddict"
 	"github.com/cilium/ebpf"
 	"go.uber.org/goleak"
-	"golang.org/x/sys/unix"
+
+	"github.com/netwatch-dfir/netwatch/internal/testutil"
 )
 
 // netnsChild runs a helper of this binary in the network namespace netns
@@ -51,25 +52,6 @@ func netnsChild(t *testing.T, netns, mode string, args ...string) (*exec.Cmd, ui
 	return cmd, uint32(port)
 }
 
-// testNetns creates a network namespace with loopback up, deleted when the
-// test ends, and returns its name and inode.
-func testNetns(t *testing.T) (string, uint32) {
-	t.Helper()
-	name := fmt.Sprintf("nwtest%d", os.Getpid())
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add: %v %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
-	if out, err := exec.Command("ip", "netns", "exec", name, "ip", "link", "set", "lo", "up").CombinedOutput(); err != nil {
-		t.Fatalf("lo up: %v %s", err, out)
-	}
-	var st unix.Stat_t
-	if err := unix.Stat("/run/netns/"+name, &st); err != nil {
-		t.Fatal(err)
-	}
-	return name, uint32(st.Ino)
-}
-
 // TestKernelEventsShortConnections: with kernel events, a 5 ms outbound and
 // a 5 ms inbound connection, each made by a child process that exits at
 // once, are reported once added and once removed with the child's Pid and
@@ -91,7 +73,7 @@ func TestKernelEventsShortConnections(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ns, ino := "", selfIno
 			if tc.netns {
-				ns, ino = testNetns(t)
+				ns, ino = testutil.Netns(t, "nwtest")
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
