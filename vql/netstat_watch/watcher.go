@@ -387,28 +387,49 @@ func (self *watcher) netnsOf(c *tracker.Conn) any {
 	return nil
 }
 
-func addr(ip string, port uint16) *ordereddict.Dict {
-	return ordereddict.NewDict().Set("IP", ip).Set("Port", uint32(port))
+// Addr is a row's Laddr or Raddr: the shape of netstat()'s, so that
+// Laddr.IP and Raddr.Port work as they do there. Structs rather than
+// dicts: Velociraptor encodes a dict key by key, a call and a buffer per
+// key and value, and the nested dicts were a third of a row's cost.
+type Addr struct {
+	IP   string
+	Port uint32
 }
 
-// procInfo has the shape of process_tracker_get(), so that queries written
-// for it (ProcInfo.Data.Name) keep working. The tracker keeps the
-// process resolved at Added (Conn.Info), so the removed row names
-// the same process, and a state file can keep it.
+func addr(ip string, port uint16) Addr { return Addr{IP: ip, Port: uint32(port)} }
+
+// ProcInfo has the shape of process_tracker_get()'s answer, so that
+// queries written for it (ProcInfo.Data.Name) keep working.
+type ProcInfo struct {
+	Id        string
+	ParentId  string
+	StartTime time.Time
+	Data      ProcData
+}
+
+// ProcData is ProcInfo.Data.
+type ProcData struct {
+	Pid         int32
+	Ppid        int32
+	Name        string
+	Exe         string
+	CommandLine string
+	Username    string
+	CreateTime  time.Time
+}
+
+// procInfo is the row's ProcInfo. The tracker keeps the process resolved
+// at Added (Conn.Info), so the removed row names the same process, and a
+// state file can keep it.
 func procInfo(p *enricher.Process) any {
 	if p == nil {
-		return nil
+		return nil // NULL in VQL, not a zero struct
 	}
-	return ordereddict.NewDict().
-		Set("Id", strconv.Itoa(int(p.Pid))).
-		Set("ParentId", strconv.Itoa(int(p.Ppid))).
-		Set("StartTime", p.CreateTime).
-		Set("Data", ordereddict.NewDict().
-			Set("Pid", p.Pid).
-			Set("Ppid", p.Ppid).
-			Set("Name", p.Name).
-			Set("Exe", p.Exe).
-			Set("CommandLine", p.CommandLine).
-			Set("Username", p.Username).
-			Set("CreateTime", p.CreateTime))
+	return &ProcInfo{
+		Id:        strconv.Itoa(int(p.Pid)),
+		ParentId:  strconv.Itoa(int(p.Ppid)),
+		StartTime: p.CreateTime,
+		Data: ProcData{Pid: p.Pid, Ppid: p.Ppid, Name: p.Name, Exe: p.Exe,
+			CommandLine: p.CommandLine, Username: p.Username, CreateTime: p.CreateTime},
+	}
 }
