@@ -271,6 +271,16 @@ func (self *watcher) tick(scope vfilter.Scope, now time.Time, kinds collector.Ki
 		self.lastErr = ""
 	}
 	self.failures = 0
+	// With kernel events, the reconciling snapshot covers the other
+	// network namespaces too; their owners are resolved with the rest
+	// (Resolve forgets the inodes it is not given).
+	mine := len(socks)
+	var round *nsRound
+	if self.kern != nil && kinds == self.opts.kinds {
+		var r nsRound
+		socks, r = self.kern.others(scope, socks, kinds)
+		round = &r
+	}
 	self.socks = socks
 
 	self.own.Resolve(socks)
@@ -285,14 +295,31 @@ func (self *watcher) tick(scope vfilter.Scope, now time.Time, kinds collector.Ki
 	var events []tracker.Event
 	if r := self.resume; r != nil && kinds == self.opts.kinds {
 		self.resume = nil
-		events = self.track.Resume(now, socks, r.saved, r.opts)
+		events = self.track.Resume(now, socks[:mine], r.saved, r.opts)
 	} else {
-		events = self.track.UpdateKinds(now, socks, kinds)
+		events = self.track.UpdateKinds(now, socks[:mine], kinds)
+	}
+	changed := len(events) > 0
+	out := self.filter(events)
+	if round != nil {
+		for _, p := range round.parts {
+			// Filtered before the next call reuses the tracker's slice.
+			events = self.track.UpdateNetns(now, p.netns, socks[p.lo:p.hi], kinds, round.first)
+			changed = changed || len(events) > 0
+			out = append(out, self.filter(events)...)
+		}
+		for _, ns := range self.track.OtherNetns() {
+			if round.gone(ns) {
+				events = self.track.UpdateNetns(now, ns, nil, kinds, false)
+				changed = changed || len(events) > 0
+				out = append(out, self.filter(events)...)
+			}
+		}
 	}
 	if self.st != nil {
-		self.st.updated(len(events) > 0)
+		self.st.updated(changed)
 	}
-	return self.filter(events)
+	return out
 }
 
 // filter applies the options to the tracker's events and names the owner
