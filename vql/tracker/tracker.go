@@ -87,7 +87,11 @@ type Conn struct {
 type Event struct {
 	Diff Diff
 	Time time.Time
-	Conn *Conn // shared with the tracker: read, don't keep
+	// Conn is the tracker's own, and its later calls change it: read it
+	// (and, at Added, set its Info) before the next call, and keep
+	// nothing of it, the Event included, past that. What became of the
+	// row is told back with Delivered or Undelivered.
+	Conn *Conn
 	// State is the socket's state when the change was seen: a batch of
 	// kernel events can take a connection from SYN_SENT to CLOSE, and its
 	// added row must say ESTAB.
@@ -150,6 +154,8 @@ type Tracker struct {
 
 	held  []*Conn              // known from events, not reported yet
 	ended map[uint64]time.Time // cookie of a socket whose end an event reported -> when
+
+	journal journal // rows handed on but not yet safe (Save)
 }
 
 // New returns an empty Tracker.
