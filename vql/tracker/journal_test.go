@@ -5,6 +5,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/netwatch-dfir/netwatch/vql/collector"
 )
 
 // renderSaved makes a state comparable: "2 40001 closed".
@@ -23,9 +25,9 @@ func renderSaved(saved []Saved) []string {
 // journalRun is a tracker's life that Save judges: A (ID 1) is baseline;
 // at 1 s B (2), C (3) and D (4) are added; at 2 s A is gone (removed, no
 // longer in the table) and B and D are closed (removed, their remnants
-// still there). It returns the rows of 1 s and of 2 s (copies: the
-// tracker reuses its slice).
-func journalRun(t *testing.T) (tr *Tracker, at1, at2 []Event) {
+// still there). After each step, journal is told its rows, as a caller
+// would be before its next call.
+func journalRun(t *testing.T, journal func(tr *Tracker, step int, rows []Event)) *Tracker {
 	t.Helper()
 	const (
 		a   = "tcp 127.0.0.1:40000 127.0.0.1:80 ESTAB cookie=2 inode=20 pid=100"
@@ -35,96 +37,97 @@ func journalRun(t *testing.T) (tr *Tracker, at1, at2 []Event) {
 		d   = "tcp 127.0.0.1:40003 127.0.0.1:80 ESTAB cookie=5 inode=50 pid=103"
 		dTW = "tcp 127.0.0.1:40003 127.0.0.1:80 TIME_WAIT cookie=5"
 	)
-	tr = New(Options{})
+	tr := New(Options{})
 	tr.Update(t0, snap(a))
-	at1 = slices.Clone(tr.Update(t0.Add(time.Second), snap(a, b, c, d)))
-	at2 = slices.Clone(tr.Update(t0.Add(2*time.Second), snap(bTW, c, dTW)))
-	if r := render(at1); len(r) != 3 {
-		t.Fatalf("at 1 s: %q", r)
+	for i, sn := range [][]collector.Socket{snap(a, b, c, d), snap(bTW, c, dTW)} {
+		step := i + 1
+		rows := tr.Update(t0.Add(time.Duration(step)*time.Second), sn)
+		if len(rows) != 3 {
+			t.Fatalf("at %d s: %q", step, render(rows))
+		}
+		journal(tr, step, rows)
 	}
-	if r := render(at2); len(r) != 3 {
-		t.Fatalf("at 2 s: %q", r)
-	}
-	return tr, at1, at2
+	return tr
 }
+
+// deliverAll delivers each step's rows at its time.
+func deliverAll(tr *Tracker, step int, rows []Event) {
+	tr.Delivered(sec(float64(step)), rows...)
+}
+
+func sec(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
 
 func TestTrackerJournal(t *testing.T) {
 	const lag = 30 * time.Second
-	sec := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
 	cases := []struct {
 		name    string
-		journal func(tr *Tracker, at1, at2 []Event)
+		journal func(tr *Tracker, step int, rows []Event)
 		at      time.Time // of the Save
 		opts    SaveOptions
 		want    []string
 		sent    int // rows the journal still holds after the Save
 	}{{
 		name:    "rows filtered out (neither delivered nor refused) count as reported",
-		journal: func(*Tracker, []Event, []Event) {},
+		journal: func(*Tracker, int, []Event) {},
 		at:      sec(2), opts: SaveOptions{Lag: lag},
 		want: []string{"2 40001 closed", "3 40002 open", "4 40003 closed"},
 	}, {
-		name: "delivered, and the lag has passed: reported, and forgotten",
-		journal: func(tr *Tracker, at1, at2 []Event) {
-			tr.Delivered(sec(1), at1...)
-			tr.Delivered(sec(2), at2...)
-		},
-		at: sec(32), opts: SaveOptions{Lag: lag},
+		name:    "delivered, and the lag has passed: reported, and forgotten",
+		journal: deliverAll,
+		at:      sec(32), opts: SaveOptions{Lag: lag},
 		want: []string{"2 40001 closed", "3 40002 open", "4 40003 closed"},
 	}, {
-		name: "delivered within the lag: an Added not safe is left out, a Removed not safe is saved open",
-		journal: func(tr *Tracker, at1, at2 []Event) {
-			tr.Delivered(sec(1), at1...)
-			tr.Delivered(sec(2), at2...)
-		},
+		name:    "delivered within the lag: an Added not safe is left out, a Removed not safe is saved open",
+		journal: deliverAll,
 		// B and D: both rows not safe, so left out. A: no longer in the
 		// table, saved open from the journal.
 		at: sec(20), opts: SaveOptions{Lag: lag},
 		want: []string{"1 40000 open"},
 		sent: 6,
 	}, {
-		name: "the lag passes row by row",
-		journal: func(tr *Tracker, at1, at2 []Event) {
-			tr.Delivered(sec(1), at1...)
-			tr.Delivered(sec(2), at2...)
-		},
+		name:    "the lag passes row by row",
+		journal: deliverAll,
 		// The adds of 1 s are safe (31.5 - 1 >= 30), the ends of 2 s not.
 		at: sec(31.5), opts: SaveOptions{Lag: lag},
 		want: []string{"1 40000 open", "2 40001 open", "3 40002 open", "4 40003 open"},
 		sent: 3,
 	}, {
-		name: "lag 0 trusts a row at once",
-		journal: func(tr *Tracker, at1, at2 []Event) {
-			tr.Delivered(sec(1), at1...)
-			tr.Delivered(sec(2), at2...)
-		},
-		at: sec(2), opts: SaveOptions{},
+		name:    "lag 0 trusts a row at once",
+		journal: deliverAll,
+		at:      sec(2), opts: SaveOptions{},
 		want: []string{"2 40001 closed", "3 40002 open", "4 40003 closed"},
 	}, {
 		name: "undelivered: never safe, however long ago",
-		journal: func(tr *Tracker, at1, at2 []Event) {
-			tr.Delivered(sec(1), at1...)
-			tr.Delivered(sec(2), at2[:1]...) // A's end reached the output
-			tr.Undelivered(at2[1:]...)       // B's and D's did not
+		journal: func(tr *Tracker, step int, rows []Event) {
+			if step == 1 {
+				tr.Delivered(sec(1), rows...)
+				return
+			}
+			tr.Delivered(sec(2), rows[:1]...) // A's end reached the output
+			tr.Undelivered(rows[1:]...)       // B's and D's did not
 		},
 		at: sec(3600), opts: SaveOptions{Lag: lag},
 		want: []string{"2 40001 open", "3 40002 open", "4 40003 open"},
 	}, {
 		name: "an undelivered Added: left out",
-		journal: func(tr *Tracker, at1, at2 []Event) {
-			tr.Undelivered(at1[1]) // C
+		journal: func(tr *Tracker, step int, rows []Event) {
+			if step == 1 {
+				tr.Undelivered(rows[1]) // C
+			}
 		},
 		at: sec(3600), opts: SaveOptions{Lag: lag},
 		want: []string{"2 40001 closed", "4 40003 closed"},
 	}, {
 		name:    "remnants capped: the oldest left out",
-		journal: func(*Tracker, []Event, []Event) {},
+		journal: func(*Tracker, int, []Event) {},
 		at:      sec(2), opts: SaveOptions{Lag: lag, MaxRemnants: 1},
 		want: []string{"3 40002 open", "4 40003 closed"},
 	}, {
 		name: "remnants capped after the journal: one saved open is not a remnant",
-		journal: func(tr *Tracker, at1, at2 []Event) {
-			tr.Delivered(sec(2), at2...)
+		journal: func(tr *Tracker, step int, rows []Event) {
+			if step == 2 {
+				tr.Delivered(sec(2), rows...)
+			}
 		},
 		at: sec(3), opts: SaveOptions{Lag: lag, MaxRemnants: 1},
 		want: []string{"1 40000 open", "2 40001 open", "3 40002 open", "4 40003 open"},
@@ -132,8 +135,7 @@ func TestTrackerJournal(t *testing.T) {
 	}}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			tr, at1, at2 := journalRun(t)
-			tc.journal(tr, at1, at2)
+			tr := journalRun(t, tc.journal)
 			if got := renderSaved(tr.Save(tc.at, tc.opts)); !slices.Equal(got, tc.want) {
 				t.Errorf("saved %q, want %q", got, tc.want)
 			}
@@ -153,9 +155,7 @@ func TestTrackerJournal(t *testing.T) {
 // A state saved with rows not yet safe is resumed as if they had not
 // happened: each is reported again, Offline, and nothing else is.
 func TestTrackerJournalResumed(t *testing.T) {
-	tr, at1, at2 := journalRun(t)
-	tr.Delivered(t0.Add(time.Second), at1...)
-	tr.Delivered(t0.Add(2*time.Second), at2...)
+	tr := journalRun(t, deliverAll)
 	saved := tr.Save(t0.Add(2*time.Second), SaveOptions{Lag: 30 * time.Second})
 
 	// The host as it was at 2 s, seen by a tracker restarted at 3 s.

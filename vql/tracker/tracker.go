@@ -15,6 +15,11 @@
 //   - a socket first seen already closed (it opened and closed between two
 //     ticks) is reported once, as Added with Pid -1;
 //   - a new socket that reuses an old tuple is a new connection.
+//
+// The caller reads each Event before its next call and keeps nothing of it;
+// it tells the tracker which rows it delivered, and when, or could not
+// deliver, and Save writes the state for a restart with the rows not yet
+// safe undone (journal.go).
 package tracker
 
 import (
@@ -221,7 +226,8 @@ type listenKey struct {
 }
 
 // Update diffs a complete snapshot taken at now against the previous one and
-// returns the events in order of first sight. The slice is reused by the next call.
+// returns the events in order of first sight, valid until the next call
+// (see Event.Conn).
 func (t *Tracker) Update(now time.Time, socks []collector.Socket) []Event {
 	return t.UpdateKinds(now, socks, collector.AllKinds)
 }
