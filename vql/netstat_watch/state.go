@@ -67,13 +67,12 @@ type stateKeeper struct {
 	kinds  collector.Kind
 	boot   string
 	timing stateTiming
+	track  *tracker.Tracker // keeps the journal of rows delivered but not yet safe
 
 	ready    bool // the tracker has a snapshot: its state is worth saving
 	dirty    bool // changed since the last write
 	lastSave time.Time
-	lastSize atomic.Int64    // bytes of the last state written
-	pending  []tracker.Event // events whose rows were not delivered
-	recent   []emitted       // rows of the last timing.lag, oldest first
+	lastSize atomic.Int64 // bytes of the last state written
 
 	ch   chan *watchstate.File // to the writer; holds the latest state only
 	buf  []byte                // the writer's encoding buffer, reused
@@ -88,7 +87,7 @@ type stateKeeper struct {
 func (self *watcher) loadState(scope vfilter.Scope, now time.Time) string {
 	path := self.opts.state
 	st := &stateKeeper{path: path, kinds: self.opts.kinds, boot: watchstate.BootID(),
-		timing: self.opts.stateTiming}
+		timing: self.opts.stateTiming, track: self.track}
 	self.st = st
 	f, err := watchstate.Load(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -174,40 +173,19 @@ func (self *stateKeeper) updated(changed bool) {
 	self.ready = true
 }
 
-// emitted is a row handed to Velociraptor at a time.
-type emitted struct {
-	at time.Time
-	ev tracker.Event
-}
-
-// delivered notes rows handed to Velociraptor: they count as reported once
-// timing.lag has passed.
+// delivered notes rows handed to Velociraptor: the tracker's journal
+// counts them as reported once timing.lag has passed.
 func (self *stateKeeper) delivered(now time.Time, out []output) {
 	for i := range out {
-		self.recent = append(self.recent, emitted{now, out[i].ev})
+		self.track.Delivered(now, out[i].ev)
 	}
-}
-
-// unsure drops the rows older than timing.lag and returns the others' events
-// with those emit refused: what a state saved now counts as not reported.
-func (self *stateKeeper) unsure(now time.Time) []tracker.Event {
-	n := 0
-	for n < len(self.recent) && now.Sub(self.recent[n].at) >= self.timing.lag {
-		n++
-	}
-	self.recent = append(self.recent[:0], self.recent[n:]...)
-	evs := append([]tracker.Event(nil), self.pending...)
-	for _, r := range self.recent {
-		evs = append(evs, r.ev)
-	}
-	return evs
 }
 
 // undelivered notes the rows emit refused: their connections are saved as
 // if those rows had not happened, so the next run reports them.
 func (self *stateKeeper) undelivered(out []output) {
 	for i := range out {
-		self.pending = append(self.pending, out[i].ev)
+		self.track.Undelivered(out[i].ev)
 	}
 }
 
@@ -220,11 +198,11 @@ func (self *stateKeeper) interval() time.Duration {
 
 // maybeSave hands the state to the writer if it changed and the last write
 // is interval() old.
-func (self *stateKeeper) maybeSave(w *watcher, now time.Time) {
+func (self *stateKeeper) maybeSave(now time.Time) {
 	if !self.ready || !self.dirty || now.Sub(self.lastSave) < self.interval() {
 		return
 	}
-	f := self.snapshot(w, now)
+	f := self.snapshot(now)
 	select {
 	case self.ch <- f:
 	default:
@@ -241,82 +219,19 @@ func (self *stateKeeper) maybeSave(w *watcher, now time.Time) {
 
 // stop waits for the writer and writes the final state, unless no snapshot
 // was ever taken (the state read at start then stays as it was).
-func (self *stateKeeper) stop(w *watcher, scope vfilter.Scope) {
+func (self *stateKeeper) stop(scope vfilter.Scope) {
 	close(self.ch)
 	<-self.done
 	if !self.ready {
 		return
 	}
-	self.write(scope, self.snapshot(w, time.Now()))
+	self.write(scope, self.snapshot(time.Now()))
 }
 
 // snapshot is the state to save now, taken in the watcher's goroutine (the
 // tracker is not shared); the writer encodes it.
-func (self *stateKeeper) snapshot(w *watcher, now time.Time) *watchstate.File {
-	saved := w.track.Save(nil)
-	if unsure := self.unsure(now); len(unsure) > 0 {
-		saved = withoutUndelivered(saved, unsure)
-	}
-	saved = capRemnants(saved, maxRemnants)
+func (self *stateKeeper) snapshot(now time.Time) *watchstate.File {
+	saved := self.track.Save(now, tracker.SaveOptions{Lag: self.timing.lag, MaxRemnants: maxRemnants})
 	return &watchstate.File{SavedAt: now, Boot: self.boot,
-		Kinds: self.kinds, NextID: w.track.NextID(), Conns: saved}
-}
-
-// withoutUndelivered undoes what rows that were not delivered said: a
-// connection whose added row was not delivered is left out (the next run
-// reports it), one whose removed row was not is saved open (the next run
-// reports its end).
-func withoutUndelivered(saved []tracker.Saved, pending []tracker.Event) []tracker.Saved {
-	drop := make(map[uint64]bool)
-	reopen := make(map[uint64]*tracker.Conn)
-	for _, ev := range pending {
-		switch ev.Diff {
-		case tracker.Added:
-			drop[ev.Conn.ID] = true
-		case tracker.Removed:
-			reopen[ev.Conn.ID] = ev.Conn
-		}
-	}
-	out := saved[:0]
-	for _, s := range saved {
-		if drop[s.ID] {
-			continue
-		}
-		if _, ok := reopen[s.ID]; ok {
-			s.Closed = false
-			delete(reopen, s.ID)
-		}
-		out = append(out, s)
-	}
-	for id, c := range reopen {
-		if drop[id] {
-			continue
-		}
-		out = append(out, tracker.Saved{ID: c.ID, Socket: c.Socket, Pid: c.Pid,
-			Direction: c.Direction, FirstSeen: c.FirstSeen, Info: c.Info})
-	}
-	return out
-}
-
-// capRemnants keeps every open connection and the newest max closed ones.
-func capRemnants(saved []tracker.Saved, max int) []tracker.Saved {
-	closed := 0
-	for i := range saved {
-		if saved[i].Closed {
-			closed++
-		}
-	}
-	if closed <= max {
-		return saved
-	}
-	skip := closed - max // saved is in ID order: the oldest come first
-	out := saved[:0]
-	for _, s := range saved {
-		if s.Closed && skip > 0 {
-			skip--
-			continue
-		}
-		out = append(out, s)
-	}
-	return out
+		Kinds: self.kinds, NextID: self.track.NextID(), Conns: saved}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/Velocidex/ordereddict"
+	vql_subsystem "www.velocidex.com/golang/velociraptor/vql"
 
 	"github.com/netwatch-dfir/netwatch/vql/tracker"
 	"github.com/netwatch-dfir/netwatch/vql/watchstate"
@@ -296,27 +297,83 @@ func TestStateCorrupt(t *testing.T) {
 	}
 }
 
-// Rows emit could not deliver when the query ended are saved as if they had
-// not happened.
-func TestWithoutUndelivered(t *testing.T) {
-	conn := func(id uint64) *tracker.Conn { return &tracker.Conn{ID: id, Pid: 7, Direction: tracker.Outbound} }
-	saved := []tracker.Saved{{ID: 1}, {ID: 2}, {ID: 3, Closed: true}, {ID: 5, Closed: true}}
-	got := withoutUndelivered(saved, []tracker.Event{
-		{Diff: tracker.Added, Conn: conn(2)},
-		{Diff: tracker.Removed, Conn: conn(3)}, // remnant still in the table
-		{Diff: tracker.Removed, Conn: conn(4)}, // gone from the table
-		{Diff: tracker.Added, Conn: conn(5)}, {Diff: tracker.Removed, Conn: conn(5)},
-	})
-	var s []string
-	for _, c := range got {
-		s = append(s, strconv.FormatUint(c.ID, 10)+":"+strconv.FormatBool(c.Closed))
-	}
-	if strings.Join(s, " ") != "1:false 3:false 4:false" {
-		t.Errorf("got %v", s)
-	}
-	capped := capRemnants([]tracker.Saved{{ID: 1, Closed: true}, {ID: 2}, {ID: 3, Closed: true}, {ID: 4, Closed: true}}, 2)
-	if len(capped) != 3 || capped[0].ID != 2 || capped[1].ID != 3 {
-		t.Errorf("capRemnants: %+v", capped)
+// A row emit refuses (the query's output closed at it) is saved as if it
+// had not happened, however much the state trusts rows it delivered (here
+// at once): the next run reports it, Offline. The watcher runs with an emit
+// of the test's that refuses the row about X; the rest is the real thing.
+func TestStateUndeliveredRowRepeated(t *testing.T) {
+	for _, diff := range []string{"added", "removed"} {
+		t.Run(diff, func(t *testing.T) {
+			ln := loopbackServer(t)
+			state, query := stateQuery(t)
+			var xCmd *exec.Cmd
+			var x uint32
+			if diff == "removed" {
+				// X is in run 1's baseline.
+				xCmd, x = holdingChild(t, ln.Addr().String())
+			}
+
+			opts, err := parseOptions(&NetstatWatchArgs{Period: 0.05, Kinds: []string{"tcp"}, State: state},
+				ordereddict.NewDict().Set("period", 0.05))
+			if err != nil {
+				t.Fatal(err)
+			}
+			opts.stateTiming = *trustAtOnce.stateTiming
+			w, err := newWatcher(opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer w.Close()
+			logs := &testutil.QueryLog{}
+			scope := vql_subsystem.MakeScope()
+			defer scope.Close()
+			scope.SetLogger(logs.Logger())
+			w.loadState(scope, time.Now())
+
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			// The first row about a client of ln: X, the only one.
+			srv := uint32(ln.Addr().(*net.TCPAddr).Port)
+			refused := make(chan uint32, 1) // X's port, once its row is refused
+			ended := make(chan struct{})
+			go func() {
+				defer close(ended)
+				w.run(ctx, scope, func(row *ordereddict.Dict) bool {
+					if get(row, "Raddr.Port") == srv && get(row, "Diff") == diff {
+						refused <- get(row, "Laddr.Port").(uint32)
+						return false
+					}
+					return true
+				})
+			}()
+			waitBaseline(t, state, time.Time{})
+			if diff == "added" {
+				xCmd, x = holdingChild(t, ln.Addr().String())
+			} else {
+				if saved := savedPorts(t, state); saved[x].ID == 0 {
+					t.Fatalf("X (%d) not in run 1's baseline: %v", x, saved)
+				}
+				kill(xCmd)
+			}
+			select {
+			case <-ended:
+			case <-ctx.Done():
+				t.Fatalf("run 1 never refused X's %s row (%d)\nlogs: %s", diff, x, logs)
+			}
+			if p := <-refused; p != x {
+				t.Fatalf("refused the row of port %d, not X's (%d)", p, x)
+			}
+
+			_, open := savedPorts(t, state)[x]
+			if want := diff == "removed"; open != want {
+				t.Errorf("after X's %s row was refused, the state has X open: %v, want %v", diff, open, want)
+			}
+			got, logs := runWatch(t, trustAtOnce, query, map[uint32]bool{x: true},
+				func(r []*ordereddict.Dict) bool { return len(rowsFor(r, x)) > 0 }, 10*time.Second)
+			if r := rowsFor(got, x); len(r) != 1 || r[0] != diff+" offline=true" {
+				t.Errorf("X, whose %s row was refused: %v, want it %s again, offline\nlogs: %s", diff, r, diff, logs)
+			}
+		})
 	}
 }
 

@@ -145,13 +145,14 @@ func (self *watcher) run(ctx context.Context, scope vfilter.Scope,
 		self.st.start(self, scope)
 		// Also when emit refuses a row: the rows not delivered are
 		// not counted as reported.
-		defer func() { self.st.stop(self, scope) }()
+		defer func() { self.st.stop(scope) }()
 	}
 
 	deliver := func(out []output) bool {
 		for i := range out {
 			if !emit(self.row(&out[i].ev)) {
 				if self.st != nil {
+					self.st.delivered(time.Now(), out[:i])
 					self.st.undelivered(out[i:])
 				}
 				return false
@@ -160,7 +161,7 @@ func (self *watcher) run(ctx context.Context, scope vfilter.Scope,
 		if self.st != nil {
 			now := time.Now()
 			self.st.delivered(now, out)
-			self.st.maybeSave(self, now)
+			self.st.maybeSave(now)
 		}
 		return true
 	}

@@ -27,8 +27,8 @@ type SockEvent struct {
 }
 
 // Apply merges kernel events into the connections the snapshots also
-// feed, and returns the rows they make (in the order of the events). The
-// slice is reused by the next call to Apply or Update.
+// feed, and returns the rows they make (in the order of the events), valid
+// until the next call (see Event.Conn).
 //
 // A connection is keyed by its socket cookie, the one netlink also
 // reports, so a snapshot and an event about the same socket meet. It is

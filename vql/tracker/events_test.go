@@ -273,7 +273,7 @@ func TestResumeOtherNetns(t *testing.T) {
 	if got := render(tr.Apply(t0.Add(1), evs)); len(got) != 2 {
 		t.Fatalf("before the restart: %q", got)
 	}
-	saved := tr.Save(nil)
+	saved := tr.Save(t0.Add(1), SaveOptions{})
 	for _, sv := range saved {
 		if sv.Netns != 7 {
 			t.Errorf("saved connection %d: Netns %d, want 7", sv.ID, sv.Netns)

@@ -1,7 +1,6 @@
 package tracker
 
 import (
-	"sort"
 	"time"
 
 	"github.com/netwatch-dfir/netwatch/vql/collector"
@@ -29,27 +28,6 @@ type Saved struct {
 // NextID is the ID the next new connection will follow: saved with the
 // connections, so that ConnId stays unique across restarts.
 func (t *Tracker) NextID() uint64 { return t.nextID }
-
-// Save appends every connection reported so far that is still in the table
-// (the baseline included; not a socket still held for its owner), in order of
-// ID, and returns dst.
-func (t *Tracker) Save(dst []Saved) []Saved {
-	start := len(dst)
-	t.conns.each(func(c *Conn) {
-		if !c.reported {
-			return
-		}
-		sv := Saved{ID: c.ID, Socket: c.Socket, Pid: c.Pid,
-			Direction: c.Direction, FirstSeen: c.FirstSeen, Closed: c.closed, Info: c.Info}
-		if !t.ownNetns(c) {
-			sv.Netns = c.Netns
-		}
-		dst = append(dst, sv)
-	})
-	out := dst[start:]
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return dst
-}
 
 // RestoreOptions say how to read the saved connections.
 type RestoreOptions struct {

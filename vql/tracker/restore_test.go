@@ -41,7 +41,7 @@ func run1(t *testing.T, backend string) ([]Saved, uint64) {
 	if len(got) != 1 {
 		t.Fatalf("run 1: %q", got)
 	}
-	return tr.Save(nil), tr.NextID()
+	return tr.Save(t0.Add(2*time.Second), SaveOptions{}), tr.NextID()
 }
 
 func TestTrackerRestore(t *testing.T) {
@@ -214,7 +214,7 @@ func TestTrackerSave(t *testing.T) {
 		"tcp 127.0.0.1:40001 127.0.0.1:80 ESTAB cookie=3 inode=30 pid=101",
 		"tcp 127.0.0.1:40002 127.0.0.1:80 ESTAB cookie=4 inode=40"))
 	var got []string
-	for _, s := range tr.Save(nil) {
+	for _, s := range tr.Save(t0.Add(time.Second), SaveOptions{}) {
 		got = append(got, fmt.Sprintf("%d %d closed=%v", s.ID, s.Socket.Local.Port(), s.Closed))
 	}
 	want := []string{"1 40000 closed=true", "2 40001 closed=false"}

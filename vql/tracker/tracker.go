@@ -15,6 +15,11 @@
 //   - a socket first seen already closed (it opened and closed between two
 //     ticks) is reported once, as Added with Pid -1;
 //   - a new socket that reuses an old tuple is a new connection.
+//
+// The caller reads each Event before its next call and keeps nothing of it;
+// it tells the tracker which rows it delivered, and when, or could not
+// deliver, and Save writes the state for a restart with the rows not yet
+// safe undone (journal.go).
 package tracker
 
 import (
@@ -87,7 +92,11 @@ type Conn struct {
 type Event struct {
 	Diff Diff
 	Time time.Time
-	Conn *Conn // shared with the tracker: read, don't keep
+	// Conn is the tracker's own, and its later calls change it: read it
+	// (and, at Added, set its Info) before the next call, and keep
+	// nothing of it, the Event included, past that. What became of the
+	// row is told back with Delivered or Undelivered.
+	Conn *Conn
 	// State is the socket's state when the change was seen: a batch of
 	// kernel events can take a connection from SYN_SENT to CLOSE, and its
 	// added row must say ESTAB.
@@ -151,6 +160,8 @@ type Tracker struct {
 
 	held  []*Conn              // known from events, not reported yet
 	ended map[uint64]time.Time // cookie of a socket whose end an event reported -> when
+
+	journal journal // rows handed on but not yet safe (Save)
 }
 
 // New returns an empty Tracker.
@@ -216,7 +227,8 @@ type listenKey struct {
 }
 
 // Update diffs a complete snapshot taken at now against the previous one and
-// returns the events in order of first sight. The slice is reused by the next call.
+// returns the events in order of first sight, valid until the next call
+// (see Event.Conn).
 func (t *Tracker) Update(now time.Time, socks []collector.Socket) []Event {
 	return t.UpdateKinds(now, socks, collector.AllKinds)
 }
