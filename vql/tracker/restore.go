@@ -80,7 +80,7 @@ func (t *Tracker) Resume(now time.Time, socks []collector.Socket, saved []Saved,
 			// one of its own namespace (UpdateNetns), which finds it by
 			// its cookie, or finds it gone.
 			if !sv.Closed {
-				c.Netns, c.key = sv.Netns, key{kind: byCookie, id: sv.Socket.Cookie}
+				c.Netns, c.key = sv.Netns, keyOf(&sv.Socket)
 				t.conns.put(c.key, c)
 			}
 			continue

@@ -197,8 +197,9 @@ type tuple struct {
 }
 
 type key struct {
-	kind keyKind
-	id   uint64 // cookie or inode
+	kind  keyKind
+	dgram bool   // UDP: the index keeps the two protocols apart
+	id    uint64 // cookie or inode
 	t    tuple  // byTuple only
 	pid  int32  // byTuple only: the owner is part of the identity there
 }
@@ -210,9 +211,9 @@ func tupleOf(s *collector.Socket) tuple {
 func keyOf(s *collector.Socket) key {
 	switch {
 	case s.Cookie != 0:
-		return key{kind: byCookie, id: s.Cookie}
+		return key{kind: byCookie, id: s.Cookie, dgram: !s.IsTCP()}
 	case s.Inode != 0:
-		return key{kind: byInode, id: s.Inode}
+		return key{kind: byInode, id: s.Inode, dgram: !s.IsTCP()}
 	}
 	k := key{kind: byTuple, t: tupleOf(s)}
 	if !s.Closed() {
@@ -299,7 +300,7 @@ func (t *Tracker) update(now time.Time, socks []collector.Socket, kinds collecto
 	// disappeared in this same snapshot under another key (a /proc inode
 	// that became 0, a Windows PID that became 0).
 	var missing map[tuple]*Conn
-	t.conns.each(func(c *Conn) {
+	t.conns.eachKind(kinds, func(c *Conn) {
 		if c.seen != t.gen && !c.closed && t.inSnapshot(c, netns) && c.Socket.Kind()&kinds != 0 {
 			if missing == nil {
 				missing = make(map[tuple]*Conn)
@@ -355,7 +356,7 @@ func (t *Tracker) update(now time.Time, socks []collector.Socket, kinds collecto
 	}
 
 	// What was not in the snapshot is gone.
-	t.conns.each(func(c *Conn) {
+	t.conns.eachKind(kinds, func(c *Conn) {
 		if c.seen == t.gen || !t.inSnapshot(c, netns) || c.Socket.Kind()&kinds == 0 ||
 			!c.evAt.IsZero() && !c.evAt.Before(now) {
 			// Seen; or where this snapshot cannot see; or told about by
