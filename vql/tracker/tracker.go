@@ -200,8 +200,8 @@ type key struct {
 	kind  keyKind
 	dgram bool   // UDP: the index keeps the two protocols apart
 	id    uint64 // cookie or inode
-	t    tuple  // byTuple only
-	pid  int32  // byTuple only: the owner is part of the identity there
+	t     tuple  // byTuple only
+	pid   int32  // byTuple only: the owner is part of the identity there
 }
 
 func tupleOf(s *collector.Socket) tuple {
