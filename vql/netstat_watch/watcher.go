@@ -172,9 +172,12 @@ func (self *watcher) run(ctx context.Context, scope vfilter.Scope,
 	}
 	// What the kernel reported before a snapshot goes first, so that the
 	// snapshot finds those sockets known (and the first one does not take
-	// them as its baseline).
+	// them as its baseline). Only what is queued now: on a host whose
+	// events come faster than they are applied, draining until empty would
+	// never end, and the reconciling snapshot (the one thing that catches
+	// up with dropped records) would never run.
 	drain := func() bool {
-		for kch != nil {
+		for n := len(kch); kch != nil && n > 0; n-- {
 			select {
 			case b, ok := <-kch:
 				if !ok {

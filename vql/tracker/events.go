@@ -112,9 +112,12 @@ func (t *Tracker) apply(applied time.Time, ev *SockEvent) {
 		t.remove(now, c)
 	}
 	if end {
-		// The socket is freed; a TIME_WAIT remnant keeps its cookie.
+		// The socket is freed; a TIME_WAIT remnant keeps its cookie. The
+		// connection stays, closed, until a snapshot of its namespace
+		// finds that remnant (which it then is) or not: until then a
+		// saved state still holds it, and a restart does not take its
+		// remnant for a new connection.
 		c.closed = true
-		t.conns.del(k)
 		t.ended[s.Cookie] = applied
 	}
 }
@@ -162,12 +165,13 @@ func (t *Tracker) ownNetns(c *Conn) bool {
 }
 
 // OtherNetns lists the network namespaces other than the watcher's that
-// open connections are known in, in ascending order.
+// connections (open, or closed with a remnant to come) are known in, in
+// ascending order.
 func (t *Tracker) OtherNetns() []uint32 {
 	seen := map[uint32]bool{}
 	var out []uint32
 	t.conns.each(func(c *Conn) {
-		if !c.closed && !t.ownNetns(c) && !seen[c.Netns] {
+		if !t.ownNetns(c) && !seen[c.Netns] {
 			seen[c.Netns] = true
 			out = append(out, c.Netns)
 		}

@@ -178,9 +178,10 @@ func TestTrackerJournalResumed(t *testing.T) {
 	}
 }
 
-// Kernel events: a 1 ms connection's Added and Removed come in one batch
-// and its socket leaves the table at once; until both rows are safe, the
-// state does not have it, and no closed remnant either.
+// Kernel events: a 1 ms connection's Added and Removed come in one batch;
+// until both rows are safe, the state does not have it. Once they are, it
+// has it closed, so that a restart before the next snapshot does not take
+// its TIME_WAIT remnant for a new connection.
 func TestTrackerJournalEvents(t *testing.T) {
 	tr := New(Options{Events: true, Netns: 1})
 	tr.Update(t0, snap())
@@ -198,10 +199,16 @@ func TestTrackerJournalEvents(t *testing.T) {
 	if got := tr.Save(t0.Add(time.Second), SaveOptions{Lag: time.Minute}); len(got) != 0 {
 		t.Errorf("within the lag: saved %q", renderSaved(got))
 	}
-	if got := tr.Save(t0.Add(2*time.Minute), SaveOptions{Lag: time.Minute}); len(got) != 0 {
-		t.Errorf("after the lag: saved %q", renderSaved(got))
+	saved := tr.Save(t0.Add(2*time.Minute), SaveOptions{Lag: time.Minute})
+	if got := renderSaved(saved); !slices.Equal(got, []string{"1 40000 closed"}) {
+		t.Errorf("after the lag: saved %q, want the closed connection", got)
 	}
 	if len(tr.journal.sent) != 0 {
 		t.Errorf("the journal still holds %d rows", len(tr.journal.sent))
+	}
+	tr = New(Options{Events: true, Netns: 1})
+	remnant := snap("tcp 127.0.0.1:40000 127.0.0.1:80 TIME_WAIT cookie=2")
+	if got := renderOffline(tr.Resume(t0.Add(2*time.Minute), remnant, saved, RestoreOptions{NextID: 1})); got != nil {
+		t.Errorf("resumed with its remnant: %q, want nothing", got)
 	}
 }
