@@ -152,13 +152,68 @@ func ticks(ts []Tick) plot.Ticker {
 	return out
 }
 
+// Bars is a grouped bar chart: in each group, one bar per series.
+type Bars struct {
+	Title, YLabel string
+	Groups        []string
+	Series        []BarSeries
+	YMax          float64
+	Notes         []string
+}
+
+type BarSeries struct {
+	Name   string
+	Values []float64 // one per group; NaN: not measured (no bar)
+	Color  color.RGBA
+}
+
+func (b *Bars) plot() (*plot.Plot, error) {
+	p := plot.New()
+	p.Title.Text = b.Title
+	p.Title.TextStyle.Font.Size = vg.Points(15)
+	p.X.Label.Text = strings.Join(b.Notes, "; ")
+	p.Y.Label.Text = b.YLabel
+	for _, ax := range []*plot.Axis{&p.X, &p.Y} {
+		ax.Label.TextStyle.Font.Size = vg.Points(12)
+		ax.Tick.Label.Font.Size = vg.Points(11)
+	}
+	p.Y.Min, p.Y.Max = 0, b.YMax
+	p.Add(plotter.NewGrid())
+	p.Legend.Top, p.Legend.Left = true, true
+	p.Legend.TextStyle.Font.Size = vg.Points(11)
+	width := vg.Points(min(40, 240/float64(max(1, len(b.Series)))))
+	for i, s := range b.Series {
+		vals := make(plotter.Values, len(s.Values))
+		for j, v := range s.Values {
+			if !math.IsNaN(v) {
+				vals[j] = v
+			}
+		}
+		bars, err := plotter.NewBarChart(vals, width)
+		if err != nil {
+			return nil, err
+		}
+		bars.Color, bars.LineStyle.Width = s.Color, 0
+		bars.Offset = width * vg.Length(float64(i)-float64(len(b.Series)-1)/2)
+		p.Add(bars)
+		p.Legend.Add(s.Name, bars)
+	}
+	p.NominalX(b.Groups...)
+	return p, nil
+}
+
+// drawing is a Chart or Bars.
+type drawing interface {
+	plot() (*plot.Plot, error)
+}
+
 // savePNG draws the charts one above the other, each w by h pixels.
-func savePNG(path string, w, h int, charts ...*Chart) error {
+func savePNG(path string, w, h int, charts ...drawing) error {
 	row := make([]*plot.Plot, len(charts))
 	for i, c := range charts {
 		p, err := c.plot()
 		if err != nil {
-			return fmt.Errorf("%s: %w", c.Title, err)
+			return fmt.Errorf("%s: %w", path, err)
 		}
 		row[i] = p
 	}

@@ -1,0 +1,6 @@
+//go:build !linux
+
+// Command kpacechild runs on Linux only (see main.go).
+package main
+
+func main() {}
