@@ -3,6 +3,7 @@
 package main
 
 import (
+	_ "embed"
 	"errors"
 	"fmt"
 	"io"
@@ -56,20 +57,31 @@ func (r KpaceRun) Rate() float64 {
 
 const kpaceChildName = "nwbench-kpace"
 
-// buildKpaceChild builds tools/bench/kpacechild into the helper directory.
-// The harness runs from the module (go run ./tools/bench), so the
-// toolchain is there.
+// kpaceChildSource is the child (see the file for why it is C).
+//
+//go:embed cchild/kpace.c
+var kpaceChildSource []byte
+
+// buildKpaceChild compiles the child into the helper directory, static
+// where the C library allows.
 func (h *harness) buildKpaceChild() (string, error) {
 	path := filepath.Join(h.dir, kpaceChildName)
 	if _, err := os.Stat(path); err == nil {
 		return path, nil
 	}
-	cmd := exec.CommandContext(h.ctx, "go", "build", "-ldflags", "-s -w", "-o", path,
-		"github.com/netwatch-dfir/netwatch/tools/bench/kpacechild")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("building the kpace child: %v: %s", err, out)
+	src := filepath.Join(h.dir, "kpace.c")
+	if err := os.WriteFile(src, kpaceChildSource, 0o644); err != nil {
+		return "", err
 	}
-	return path, nil
+	var out []byte
+	var err error
+	for _, static := range [][]string{{"-static"}, nil} {
+		args := append([]string{"-O2", "-o", path, src}, static...)
+		if out, err = exec.CommandContext(h.ctx, "cc", args...).CombinedOutput(); err == nil {
+			return path, nil
+		}
+	}
+	return "", fmt.Errorf("building the kpace child (needs a C compiler: apt-get install gcc): %v: %s", err, out)
 }
 
 func (h *harness) kpaceScenario() error {
@@ -265,7 +277,6 @@ func (h *harness) launchKpace(r *KpaceRun, child string, ns *netns, l *kpaceList
 	}
 	defer devnull.Close()
 	lifeUS := strconv.Itoa(int(cfg.KpaceLife / time.Microsecond))
-	env := []string{"GOMAXPROCS=1"} // the child's runtime starts fewer threads
 	var (
 		mu       sync.Mutex
 		launched []Launched
@@ -306,7 +317,7 @@ func (h *harness) launchKpace(r *KpaceRun, child string, ns *netns, l *kpaceList
 			files[1] = pw
 		}
 		ld.Launched = time.Now()
-		p, err := os.StartProcess(child, args, &os.ProcAttr{Env: env, Files: files})
+		p, err := os.StartProcess(child, args, &os.ProcAttr{Env: []string{}, Files: files})
 		if pw != nil {
 			pw.Close()
 		}

@@ -24,8 +24,8 @@
 //	nwbench-conn    one short-lived process with one loopback connection
 //
 // The kernel-pace scenario's children (nwbench-kpace, hundreds a second)
-// are a separate small program, tools/bench/kpacechild, which the harness
-// builds as it starts: the bench binary costs too much to start.
+// are a small C program, tools/bench/cchild/kpace.c, which the harness
+// compiles as it starts: the bench binary costs too much to start.
 //
 // All traffic stays on 127.0.0.0/8 or inside a network namespace the
 // harness creates and deletes; every helper stops by itself (bounded count
