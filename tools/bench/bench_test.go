@@ -187,7 +187,7 @@ func TestMatchCapture(t *testing.T) {
 		{t0.Add(time.Second), row("added", t0, 1, 9000, 40002, "ESTAB", "bench")},
 		{t0.Add(time.Second), []byte("not json\n")},
 	}
-	got := matchCapture(launched, lines, 9000)
+	got := matchCapture(launched, lines, 9000, 0)
 	want := []struct {
 		added                          int
 		rightPid, rightName, onceRight bool
@@ -262,6 +262,43 @@ func TestAgainstBinary(t *testing.T) {
 			if c.Added == 0 {
 				t.Errorf("2.5 s connection not reported by diff(netstat()) every 1 s: %+v", c)
 			}
+		}
+	})
+	t.Run("kpace", func(t *testing.T) {
+		if os.Geteuid() != 0 {
+			t.Skip("needs root for ip netns and kernel events")
+		}
+		c := *cfg
+		c.KpaceRate, c.KpaceFor, c.KpaceLife = 50, 2*time.Second, time.Millisecond
+		h := testHarness(t, &c)
+		child, err := h.buildKpaceChild()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ns, err := newNetns(fmt.Sprintf("nwbench-t%d", os.Getpid()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ns.close()
+		host, err := netnsInode("/proc/self/ns/net")
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, conns, err := h.measureKpace(ebpfMethod, 1, child, ns, host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Real rows through the filter and the matcher: kernel events name
+		// the child of every group, the second namespace included; the
+		// share is the benchmark's business, but each group has some.
+		right := map[string]int{}
+		for _, c := range conns {
+			if c.OnceRight {
+				right[c.Dir+" "+c.Netns]++
+			}
+		}
+		if len(right) != 4 || r.Rows == 0 {
+			t.Errorf("%d children, %d rows kept; once and right by group: %v", r.Launched, r.Rows, right)
 		}
 	})
 	t.Run("cpu window", func(t *testing.T) {
@@ -465,6 +502,7 @@ func TestConfigsCoverTargets(t *testing.T) {
 	if full.MemSize != 65536 || full.KpaceRate != 1000 || full.KpaceFor != time.Minute || full.KpaceLife != time.Millisecond {
 		t.Errorf("full config: memory at %d, kpace %v/s for %v of %v", full.MemSize, full.KpaceRate, full.KpaceFor, full.KpaceLife)
 	}
+	t.Logf("estimated: full %v, quick %v", full.estimate(), quickConfig().estimate())
 	if d := full.estimate(); d > 48*time.Minute {
 		t.Errorf("full config: %v of measuring estimated, more than 48 minutes (50 allowed, with some waiting)", d)
 	}

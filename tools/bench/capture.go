@@ -102,12 +102,12 @@ func parseRows(lines []Arrival) (rows []ParsedRow, bad int) {
 
 // matchCapture scores the capture figure's children: each connected from
 // its local port to the harness's listener on listenPort, in the harness's
-// own network namespace.
-func matchCapture(launched []Launched, lines []Arrival, listenPort int) []ConnResult {
+// own network namespace, hostNS.
+func matchCapture(launched []Launched, lines []Arrival, listenPort int, hostNS uint64) []ConnResult {
 	for i := range launched {
 		launched[i].RPort = listenPort
 	}
-	return matchConns(launched, lines, 0)
+	return matchConns(launched, lines, hostNS)
 }
 
 // matchConns assigns every "added" TCP row on 127.0.0.1 to the launched

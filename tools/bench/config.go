@@ -190,7 +190,7 @@ func fullConfig() *Config {
 		ProcSize:       1024,
 		ProcCounts:     []int{500},
 		ProcFds:        4,
-		ProcMethod:     []Method{idleMethod, stock(1), nw(1), nw(0.1), ebpfMethod},
+		ProcMethod:     []Method{stock(1), nw(1), nw(0.1), ebpfMethod}, // the idle baseline is shared by the run
 		Lifetimes:      allLifetimes,
 		CaptureRate:    10,
 		CaptureConns:   200,
@@ -204,7 +204,7 @@ func fullConfig() *Config {
 		KpaceFor:       60 * time.Second,
 		KpaceLife:      time.Millisecond,
 		KpaceMethods:   []Method{ebpfMethod, nw(0.1), stock(1)},
-		KpaceRunsOnly:  map[string]int{nw(0.1).Key: 1, stock(1).Key: 1},
+		KpaceRunsOnly:  map[string]int{ebpfMethod.Key: 2, nw(0.1).Key: 1, stock(1).Key: 1},
 	}
 }
 

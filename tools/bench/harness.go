@@ -814,7 +814,11 @@ func (h *harness) measureCapture(m Method, run int) (CaptureRun, []ConnResult, e
 	cr.TableTo = tableSize()
 	ex := q.stop()
 	cr.Rows, cr.MaxRSSKB, cr.Conns = ex.Rows, ex.MaxRSSKB, len(launched)
-	results := matchCapture(launched, ex.RowData, port)
+	host, err := netnsInode("/proc/self/ns/net")
+	if err != nil {
+		return cr, nil, err
+	}
+	results := matchCapture(launched, ex.RowData, port, host)
 	for i := range results {
 		results[i].Method, results[i].Run = m.Key, run
 	}

@@ -178,25 +178,42 @@ func (b *Bars) plot() (*plot.Plot, error) {
 		ax.Tick.Label.Font.Size = vg.Points(11)
 	}
 	p.Y.Min, p.Y.Max = 0, b.YMax
+	p.X.Min, p.X.Max = -0.5, float64(len(b.Groups))-0.5
 	p.Add(plotter.NewGrid())
 	p.Legend.Top, p.Legend.Left = true, true
 	p.Legend.TextStyle.Font.Size = vg.Points(11)
-	width := vg.Points(min(40, 240/float64(max(1, len(b.Series)))))
+	// Bars sit side by side within a group, in data units (a group is 1
+	// wide), each labelled with its value: a bar of 0 is otherwise unseen.
+	step := 0.8 / float64(max(1, len(b.Series)))
+	var labels plotter.XYLabels
 	for i, s := range b.Series {
 		vals := make(plotter.Values, len(s.Values))
 		for j, v := range s.Values {
 			if !math.IsNaN(v) {
 				vals[j] = v
+				labels.XYs = append(labels.XYs, plotter.XY{X: float64(j) - 0.4 + step*(float64(i)+0.5), Y: v + 1})
+				labels.Labels = append(labels.Labels, fmt.Sprintf("%.3g", v))
 			}
 		}
-		bars, err := plotter.NewBarChart(vals, width)
+		bars, err := plotter.NewBarChart(vals, vg.Points(36*4/float64(max(4, len(b.Groups)))*3/float64(max(3, len(b.Series)))))
 		if err != nil {
 			return nil, err
 		}
 		bars.Color, bars.LineStyle.Width = s.Color, 0
-		bars.Offset = width * vg.Length(float64(i)-float64(len(b.Series)-1)/2)
+		bars.XMin = -0.4 + step*(float64(i)+0.5)
 		p.Add(bars)
 		p.Legend.Add(s.Name, bars)
+	}
+	if len(labels.XYs) > 0 {
+		l, err := plotter.NewLabels(labels)
+		if err != nil {
+			return nil, err
+		}
+		for i := range l.TextStyle {
+			l.TextStyle[i].Font.Size = vg.Points(10)
+			l.TextStyle[i].XAlign = -0.5 // centred on the bar
+		}
+		p.Add(l)
 	}
 	p.NominalX(b.Groups...)
 	return p, nil
