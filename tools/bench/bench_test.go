@@ -417,7 +417,7 @@ func TestReportAndPlots(t *testing.T) {
 		}
 	}
 	for _, want := range []string{"## Targets", cpuPlot, capturePlot, kpacePlot, "Recommended default period",
-		"## 6. Kernel pace", "inbound, second netns", "Left out: ", "<no value>"} {
+		"## 6. Kernel pace: 1 ms connections at 1,000/s", "inbound, second netns", "Trimmed from the full run to fit 50 minutes: ", "<no value>"} {
 		if got := strings.Contains(md, want); got != (want != "<no value>") {
 			t.Errorf("report: %q present = %v", want, got)
 		}

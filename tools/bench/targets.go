@@ -309,5 +309,11 @@ func (a *analysis) idleSweepTarget() outcome {
 	return o
 }
 
-// fmtRate writes connections per second.
-func fmtRate(r float64) string { return fmt.Sprintf("%.0f/s", r) }
+// fmtRate writes connections per second: 1,000/s.
+func fmtRate(r float64) string {
+	n := fmt.Sprintf("%.0f", r)
+	if len(n) > 3 {
+		n = n[:len(n)-3] + "," + n[len(n)-3:]
+	}
+	return n + "/s"
+}
