@@ -74,6 +74,7 @@ type netlinkCollector struct {
 	// a new one.
 	fd     int
 	closed bool
+	netns  *os.File // not nil: the sockets are opened in that namespace
 	seq    uint32
 	buf    []byte
 	req    [nlmsgHdrLen + inetDiagReqLen]byte
@@ -95,7 +96,13 @@ func newNetlink() (*netlinkCollector, error) {
 }
 
 func (c *netlinkCollector) open() error {
-	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+	var fd int
+	var err error
+	if c.netns != nil {
+		fd, err = socketIn(c.netns)
+	} else {
+		fd, err = unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+	}
 	if err != nil {
 		return fmt.Errorf("netlink: socket: %w", err)
 	}

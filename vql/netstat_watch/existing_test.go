@@ -3,6 +3,7 @@ package netstat_watch
 import (
 	"context"
 	"fmt"
+	"net"
 	"path/filepath"
 	"testing"
 	"time"
@@ -10,11 +11,14 @@ import (
 	"github.com/Velocidex/ordereddict"
 )
 
-// existingRows is "diff offline=.. existing=.." for each row about port.
-func existingRows(rows []*ordereddict.Dict, port uint32) []string {
+// existingRows is "diff offline=.. existing=.." for each row about the
+// connection from local port port to the server srv. The remote port
+// counts too: the kernel hands a port out again while a TIME_WAIT
+// remnant of another connection still holds it.
+func existingRows(rows []*ordereddict.Dict, port, srv uint32) []string {
 	var out []string
 	for _, r := range rows {
-		if get(r, "Laddr.Port") == port {
+		if get(r, "Laddr.Port") == port && get(r, "Raddr.Port") == srv {
 			out = append(out, fmt.Sprintf("%v offline=%v existing=%v",
 				get(r, "Diff"), get(r, "Offline"), get(r, "Existing")))
 		}
@@ -27,6 +31,7 @@ func existingRows(rows []*ordereddict.Dict, port uint32) []string {
 // Offline, and nothing already reported again.
 func TestExistingOnFirstStartOnly(t *testing.T) {
 	ln := loopbackServer(t)
+	srv := uint32(ln.Addr().(*net.TCPAddr).Port)
 	state := filepath.Join(t.TempDir(), "netstat_watch.state")
 	query := "SELECT * FROM netstat_watch(period=0.05, kinds='tcp', emit_existing=TRUE, state='" + state + "')"
 
@@ -44,11 +49,11 @@ func TestExistingOnFirstStartOnly(t *testing.T) {
 	for row := range rows {
 		if p := get(row, "Laddr.Port"); p == x || y != 0 && p == y {
 			got = append(got, row)
-			if y != 0 && len(existingRows(got, y)) > 0 {
+			if y != 0 && len(existingRows(got, y, srv)) > 0 {
 				break
 			}
 		}
-		if y == 0 && len(existingRows(got, x)) > 0 {
+		if y == 0 && len(existingRows(got, x, srv)) > 0 {
 			_, y = holdingChild(t, ln.Addr().String())
 		}
 	}
@@ -56,10 +61,10 @@ func TestExistingOnFirstStartOnly(t *testing.T) {
 	for range rows {
 	}
 	waitPluginEnd(t, ended)
-	if r := existingRows(got, x); len(r) != 1 || r[0] != "added offline=false existing=true" {
+	if r := existingRows(got, x, srv); len(r) != 1 || r[0] != "added offline=false existing=true" {
 		t.Errorf("X, open before the first start: %v, want one added existing\nlogs: %s", r, logs)
 	}
-	if r := existingRows(got, y); len(r) != 1 || r[0] != "added offline=false existing=false" {
+	if r := existingRows(got, y, srv); len(r) != 1 || r[0] != "added offline=false existing=false" {
 		t.Errorf("Y, opened while watched: %v, want one added, not existing\nlogs: %s", r, logs)
 	}
 
@@ -68,11 +73,11 @@ func TestExistingOnFirstStartOnly(t *testing.T) {
 	_, w := holdingChild(t, ln.Addr().String())
 	time.Sleep(100 * time.Millisecond)
 	got, logs = runWatch(t, trustAtOnce, query, map[uint32]bool{x: true, y: true, w: true},
-		func(r []*ordereddict.Dict) bool { return len(existingRows(r, w)) > 0 }, 10*time.Second)
-	if r := existingRows(got, w); len(r) != 1 || r[0] != "added offline=true existing=false" {
+		func(r []*ordereddict.Dict) bool { return len(existingRows(r, w, srv)) > 0 }, 10*time.Second)
+	if r := existingRows(got, w, srv); len(r) != 1 || r[0] != "added offline=true existing=false" {
 		t.Errorf("W, opened while down: %v, want one added offline\nlogs: %s", r, logs)
 	}
-	if r := append(existingRows(got, x), existingRows(got, y)...); r != nil {
+	if r := append(existingRows(got, x, srv), existingRows(got, y, srv)...); r != nil {
 		t.Errorf("X or Y reported again after a resumed start: %v", r)
 	}
 }

@@ -5,6 +5,7 @@ package netstat_watch
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"www.velocidex.com/golang/vfilter"
@@ -27,6 +28,79 @@ type kernelFeed struct {
 	records uint64              // socket and exec records read
 	dropped uint64              // as of the last drop report
 	lastLog time.Time
+
+	rounds  int    // reconciling snapshots of the other namespaces taken
+	nsErr   string // the last failure to read one, logged once
+	nsCount int    // namespaces in the last round
+}
+
+// nsPart is the sockets of one other network namespace in a snapshot.
+type nsPart struct {
+	netns  uint32
+	lo, hi int
+}
+
+// nsRound is one round of snapshots of the other namespaces.
+type nsRound struct {
+	parts  []nsPart
+	listed map[uint32]bool // every namespace that exists, read or not
+	first  bool            // the watcher's first round: a baseline
+}
+
+// gone reports whether a namespace the tracker knows connections in has
+// ended (its last process exited): they all ended with it, whatever
+// records were lost.
+func (r *nsRound) gone(netns uint32) bool { return r.listed != nil && !r.listed[netns] }
+
+// others appends the sockets of every other network namespace (containers,
+// pods) to socks, for the reconciling snapshot: the events see every
+// namespace, and this finds what they could not tell (connections open
+// before start, a record the ring buffer dropped) there too. first: the
+// watcher's first round, whose findings are a baseline.
+func (k *kernelFeed) others(scope vfilter.Scope, socks []collector.Socket, kinds collector.Kind) (
+	[]collector.Socket, nsRound) {
+	round := nsRound{first: k.rounds == 0}
+	k.rounds++
+	nss, err := collector.Namespaces("/proc", k.netns)
+	if err != nil {
+		// An incomplete list says nothing about what ended.
+		k.logNsErr(scope, err)
+	} else {
+		round.listed = map[uint32]bool{}
+		for _, ns := range nss {
+			round.listed[ns.Inode] = true
+		}
+	}
+	k.nsCount = len(nss)
+	for _, ns := range nss {
+		lo := len(socks)
+		more, err := collector.CollectNetns(ns, kinds, socks)
+		if err != nil {
+			// Gone since it was listed, or refused: its connections keep
+			// what the events say until a round can read it.
+			k.logNsErr(scope, err)
+			socks = more[:lo]
+			continue
+		}
+		socks = more
+		round.parts = append(round.parts, nsPart{netns: ns.Inode, lo: lo, hi: len(socks)})
+	}
+	return socks, round
+}
+
+// logNsErr logs a kind of failure once, not every round: a container
+// that ends between the listing and the read is routine.
+func (k *kernelFeed) logNsErr(scope vfilter.Scope, err error) {
+	msg := err.Error()
+	if i := strings.IndexByte(msg, ':'); i > 0 {
+		msg = msg[i:] // without the namespace: one line per kind of failure
+	}
+	if msg == k.nsErr {
+		return
+	}
+	k.nsErr = msg
+	scope.Log("%s: reading another network namespace: %v (its connections are reported from kernel events only)",
+		pluginName, err)
 }
 
 // dropLogEvery bounds the drop reports: a busy host that overflows the

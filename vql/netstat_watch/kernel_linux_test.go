@@ -119,6 +119,58 @@ func TestKernelEventsShortConnections(t *testing.T) {
 	}
 }
 
+// TestKernelEventsOtherNamespaces: connections in a container's network
+// namespace that were open before the watch started (no event will ever
+// tell of them until they end) are found by the reconciling snapshot of
+// that namespace, TCP and UDP, with their owner and Netns, as Existing.
+func TestKernelEventsOtherNamespaces(t *testing.T) {
+	ns, ino := testutil.Netns(t, "nwpod")
+	srv, sport := netnsChild(t, ns, "serve", "127.0.0.1:0", "30s")
+	cli, cport := netnsChild(t, ns, "tcp", fmt.Sprintf("127.0.0.1:%d", sport), "30s")
+	udp, uport := netnsChild(t, ns, "udp", "127.0.0.1:9", "30s")
+	for _, c := range []*exec.Cmd{srv, cli, udp} {
+		defer c.Wait()
+		defer c.Process.Kill()
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	rows, logs := watch(t, ctx, "SELECT * FROM netstat_watch(backend='ebpf', kinds=['tcp','udp'], "+
+		"listening=FALSE, emit_existing=TRUE, reconcile=1)")
+	if !strings.Contains(logs.String(), "using ebpf") {
+		t.Fatalf("kernel events must load here: %s", logs)
+	}
+	want := map[uint32]struct {
+		pid       int
+		typ       string
+		direction string
+	}{cport: {cli.Process.Pid, "TCP", "outbound"}, sport: {srv.Process.Pid, "TCP", "inbound"},
+		uport: {udp.Process.Pid, "UDP", "outbound"}}
+	got := collectFor(ctx, rows, func(r *ordereddict.Dict) bool {
+		_, ok := want[get(r, "Laddr.Port").(uint32)]
+		return ok && get(r, "Netns") == ino
+	}, func(got []*ordereddict.Dict) bool { return len(got) >= len(want) }, time.Second)
+
+	name := filepath.Base(os.Args[0])
+	seen := map[uint32]int{}
+	for _, r := range got {
+		port := get(r, "Laddr.Port").(uint32)
+		w := want[port]
+		seen[port]++
+		if get(r, "Diff") != "added" || get(r, "Existing") != true || get(r, "Pid") != int32(w.pid) ||
+			get(r, "ProcInfo.Data.Name") != name || get(r, "TypeString") != w.typ || get(r, "Direction") != w.direction {
+			t.Errorf("port %d: %v %v Existing=%v Pid=%v Name=%v Direction=%v, want added %s Existing Pid %d %s %s",
+				port, get(r, "Diff"), get(r, "TypeString"), get(r, "Existing"), get(r, "Pid"),
+				get(r, "ProcInfo.Data.Name"), get(r, "Direction"), w.typ, w.pid, name, w.direction)
+		}
+	}
+	for port := range want {
+		if seen[port] != 1 {
+			t.Errorf("port %d in namespace %d: %d rows, want 1\nrows: %v\nlogs: %s", port, ino, seen[port], got, logs)
+		}
+	}
+}
+
 // TestKernelEventsDropsReconciled: a ring buffer of one page overflows
 // with a burst of connections; the drops are logged, and the reconciling
 // snapshot reports the connections whose records were lost: each once,

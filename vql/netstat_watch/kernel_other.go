@@ -28,3 +28,19 @@ func (k *kernelFeed) events() <-chan []kevents.Event { return nil }
 func (k *kernelFeed) convert([]kevents.Event, *enricher.Enricher, bool, collector.Kind) []tracker.SockEvent {
 	return nil
 }
+
+type nsPart struct {
+	netns  uint32
+	lo, hi int
+}
+
+type nsRound struct {
+	parts []nsPart
+	first bool
+}
+
+func (r *nsRound) gone(uint32) bool { return false }
+
+func (k *kernelFeed) others(_ vfilter.Scope, socks []collector.Socket, _ collector.Kind) ([]collector.Socket, nsRound) {
+	return socks, nsRound{}
+}

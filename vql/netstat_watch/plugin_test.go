@@ -211,14 +211,17 @@ func logLines(logs *testutil.QueryLog) int {
 	return strings.Count(l, pluginName+":") - strings.Count(l, pluginName+": stopped:")
 }
 
+// get resolves a dotted column the way VQL does (Laddr.Port,
+// ProcInfo.Data.Name), whatever the value's Go type.
 func get(row *ordereddict.Dict, path string) any {
+	scope := vql_subsystem.MakeScope()
 	var cur any = row
 	for _, part := range strings.Split(path, ".") {
-		d, ok := cur.(*ordereddict.Dict)
+		v, ok := scope.Associative(cur, part)
 		if !ok {
 			return nil
 		}
-		cur, _ = d.Get(part)
+		cur = v
 	}
 	return cur
 }

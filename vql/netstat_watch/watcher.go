@@ -271,6 +271,16 @@ func (self *watcher) tick(scope vfilter.Scope, now time.Time, kinds collector.Ki
 		self.lastErr = ""
 	}
 	self.failures = 0
+	// With kernel events, the reconciling snapshot covers the other
+	// network namespaces too; their owners are resolved with the rest
+	// (Resolve forgets the inodes it is not given).
+	mine := len(socks)
+	var round *nsRound
+	if self.kern != nil && kinds == self.opts.kinds {
+		var r nsRound
+		socks, r = self.kern.others(scope, socks, kinds)
+		round = &r
+	}
 	self.socks = socks
 
 	self.own.Resolve(socks)
@@ -285,14 +295,31 @@ func (self *watcher) tick(scope vfilter.Scope, now time.Time, kinds collector.Ki
 	var events []tracker.Event
 	if r := self.resume; r != nil && kinds == self.opts.kinds {
 		self.resume = nil
-		events = self.track.Resume(now, socks, r.saved, r.opts)
+		events = self.track.Resume(now, socks[:mine], r.saved, r.opts)
 	} else {
-		events = self.track.UpdateKinds(now, socks, kinds)
+		events = self.track.UpdateKinds(now, socks[:mine], kinds)
+	}
+	changed := len(events) > 0
+	out := self.filter(events)
+	if round != nil {
+		for _, p := range round.parts {
+			// Filtered before the next call reuses the tracker's slice.
+			events = self.track.UpdateNetns(now, p.netns, socks[p.lo:p.hi], kinds, round.first)
+			changed = changed || len(events) > 0
+			out = append(out, self.filter(events)...)
+		}
+		for _, ns := range self.track.OtherNetns() {
+			if round.gone(ns) {
+				events = self.track.UpdateNetns(now, ns, nil, kinds, false)
+				changed = changed || len(events) > 0
+				out = append(out, self.filter(events)...)
+			}
+		}
 	}
 	if self.st != nil {
-		self.st.updated(len(events) > 0)
+		self.st.updated(changed)
 	}
-	return self.filter(events)
+	return out
 }
 
 // filter applies the options to the tracker's events and names the owner
@@ -387,28 +414,49 @@ func (self *watcher) netnsOf(c *tracker.Conn) any {
 	return nil
 }
 
-func addr(ip string, port uint16) *ordereddict.Dict {
-	return ordereddict.NewDict().Set("IP", ip).Set("Port", uint32(port))
+// Addr is a row's Laddr or Raddr: the shape of netstat()'s, so that
+// Laddr.IP and Raddr.Port work as they do there. Structs rather than
+// dicts: Velociraptor encodes a dict key by key, a call and a buffer per
+// key and value, and the nested dicts were a third of a row's cost.
+type Addr struct {
+	IP   string
+	Port uint32
 }
 
-// procInfo has the shape of process_tracker_get(), so that queries written
-// for it (ProcInfo.Data.Name) keep working. The tracker keeps the
-// process resolved at Added (Conn.Info), so the removed row names
-// the same process, and a state file can keep it.
+func addr(ip string, port uint16) Addr { return Addr{IP: ip, Port: uint32(port)} }
+
+// ProcInfo has the shape of process_tracker_get()'s answer, so that
+// queries written for it (ProcInfo.Data.Name) keep working.
+type ProcInfo struct {
+	Id        string
+	ParentId  string
+	StartTime time.Time
+	Data      ProcData
+}
+
+// ProcData is ProcInfo.Data.
+type ProcData struct {
+	Pid         int32
+	Ppid        int32
+	Name        string
+	Exe         string
+	CommandLine string
+	Username    string
+	CreateTime  time.Time
+}
+
+// procInfo is the row's ProcInfo. The tracker keeps the process resolved
+// at Added (Conn.Info), so the removed row names the same process, and a
+// state file can keep it.
 func procInfo(p *enricher.Process) any {
 	if p == nil {
-		return nil
+		return nil // NULL in VQL, not a zero struct
 	}
-	return ordereddict.NewDict().
-		Set("Id", strconv.Itoa(int(p.Pid))).
-		Set("ParentId", strconv.Itoa(int(p.Ppid))).
-		Set("StartTime", p.CreateTime).
-		Set("Data", ordereddict.NewDict().
-			Set("Pid", p.Pid).
-			Set("Ppid", p.Ppid).
-			Set("Name", p.Name).
-			Set("Exe", p.Exe).
-			Set("CommandLine", p.CommandLine).
-			Set("Username", p.Username).
-			Set("CreateTime", p.CreateTime))
+	return &ProcInfo{
+		Id:        strconv.Itoa(int(p.Pid)),
+		ParentId:  strconv.Itoa(int(p.Ppid)),
+		StartTime: p.CreateTime,
+		Data: ProcData{Pid: p.Pid, Ppid: p.Ppid, Name: p.Name, Exe: p.Exe,
+			CommandLine: p.CommandLine, Username: p.Username, CreateTime: p.CreateTime},
+	}
 }

@@ -1,6 +1,7 @@
 package tracker
 
 import (
+	"slices"
 	"time"
 
 	"github.com/netwatch-dfir/netwatch/vql/collector"
@@ -154,10 +155,33 @@ func eventDirection(t *Tracker, ev *SockEvent) Direction {
 	return t.direction(&ev.Socket)
 }
 
-// ownNetns: snapshots only see the watcher's network namespace; a
-// connection in another one is judged by its events alone.
+// ownNetns: Update's snapshots see the watcher's network namespace; a
+// connection in another one is judged by its events and UpdateNetns.
 func (t *Tracker) ownNetns(c *Conn) bool {
 	return c.Netns == 0 || c.Netns == t.opts.Netns
+}
+
+// OtherNetns lists the network namespaces other than the watcher's that
+// open connections are known in, in ascending order.
+func (t *Tracker) OtherNetns() []uint32 {
+	seen := map[uint32]bool{}
+	var out []uint32
+	t.conns.each(func(c *Conn) {
+		if !c.closed && !t.ownNetns(c) && !seen[c.Netns] {
+			seen[c.Netns] = true
+			out = append(out, c.Netns)
+		}
+	})
+	slices.Sort(out)
+	return out
+}
+
+// inSnapshot: c is in the namespace a snapshot covers (0: the watcher's).
+func (t *Tracker) inSnapshot(c *Conn, netns uint32) bool {
+	if netns == 0 {
+		return t.ownNetns(c)
+	}
+	return c.Netns == netns
 }
 
 // expireEnded forgets the cookies of sockets ended long enough ago that

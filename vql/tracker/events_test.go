@@ -151,3 +151,152 @@ func TestApply(t *testing.T) {
 		})
 	}
 }
+
+// Snapshots of another network namespace judge its connections only: what
+// the events missed there (an end record lost, a connection opened before
+// start) is found, and the watcher's own snapshots leave it alone.
+func TestUpdateNetns(t *testing.T) {
+	const (
+		connect = "CLOSE>SENT 10.0.0.2:0 10.0.0.9:80 cookie=2 pid=100 owner netns=7"
+		synAck  = "SENT>ESTAB 10.0.0.2:40000 10.0.0.9:80 cookie=2 pid=999 netns=7"
+		estab   = "tcp 10.0.0.2:40000 10.0.0.9:80 ESTAB cookie=2 inode=20 pid=100"
+		before  = "tcp 10.0.0.2:40001 10.0.0.9:80 ESTAB cookie=3 inode=30 pid=101"
+		missed  = "tcp 10.0.0.2:40002 10.0.0.9:80 ESTAB cookie=4 inode=40 pid=102"
+	)
+	type nstep struct {
+		at    time.Duration
+		snap  []collector.Socket
+		ns    uint32 // the snapshot's namespace; 0: the watcher's own (Update)
+		first bool
+		evs   []string
+		want  []string
+	}
+	cases := []struct {
+		name     string
+		existing bool
+		resumed  bool
+		steps    []nstep
+	}{{
+		name: "end record lost in the namespace: its next snapshot ends it; the own snapshots do not",
+		steps: []nstep{
+			{snap: snap()},
+			{snap: snap(), ns: 7, first: true},
+			{at: 1, evs: []string{connect, synAck}, want: []string{"added 40000 pid=100 ESTAB outbound id=1"}},
+			{at: 2, snap: snap()},
+			{at: 3, snap: snap(estab), ns: 7},
+			{at: 4, snap: snap()},
+			{at: 5, snap: snap(), ns: 7, want: []string{"removed 40000 pid=100 ESTAB outbound dur=4ns id=1"}},
+		},
+	}, {
+		name: "open before start: a baseline, as in the own namespace; its end is reported",
+		steps: []nstep{
+			{snap: snap()},
+			{snap: snap(before), ns: 7, first: true},
+			{at: 1, snap: snap(before), ns: 7},
+			{at: 2, snap: snap(), ns: 7, want: []string{"removed 40001 pid=101 ESTAB outbound dur=2ns id=1"}},
+		},
+	}, {
+		name:     "open before start, with EmitExisting: Existing",
+		existing: true,
+		steps: []nstep{
+			{snap: snap()},
+			{snap: snap(before), ns: 7, first: true, want: []string{"added 40001 pid=101 ESTAB outbound existing id=1"}},
+		},
+	}, {
+		name:    "open before a resumed start: found while nobody watched",
+		resumed: true,
+		steps: []nstep{
+			{snap: snap(before), ns: 7, first: true, want: []string{"added 40001 pid=101 ESTAB outbound offline id=1"}},
+		},
+	}, {
+		name: "a connection the events missed in a later namespace is added",
+		steps: []nstep{
+			{snap: snap()},
+			{at: 1, snap: snap(missed), ns: 8, want: []string{"added 40002 pid=102 ESTAB outbound id=1"}},
+			{at: 2, snap: snap(missed), ns: 8},
+		},
+	}, {
+		name: "the same tuple in two namespaces is two connections",
+		steps: []nstep{
+			{snap: snap()},
+			{at: 1, snap: snap(missed), ns: 8, want: []string{"added 40002 pid=102 ESTAB outbound id=1"}},
+			{at: 2, snap: snap("tcp 10.0.0.2:40002 10.0.0.9:80 ESTAB cookie=5 inode=50 pid=103"), ns: 9,
+				want: []string{"added 40002 pid=103 ESTAB outbound id=2"}},
+			{at: 3, snap: snap(), ns: 9, want: []string{"removed 40002 pid=103 ESTAB outbound dur=1ns id=2"}},
+			{at: 4, snap: snap(missed), ns: 8},
+		},
+	}}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			tr := New(Options{Events: true, Netns: 1, EmitExisting: tc.existing})
+			if tc.resumed {
+				tr.Resume(t0, snap(), nil, RestoreOptions{})
+			}
+			for i, st := range tc.steps {
+				now := t0.Add(st.at)
+				var got []Event
+				switch {
+				case st.evs != nil:
+					evs := make([]SockEvent, len(st.evs))
+					for j, d := range st.evs {
+						evs[j] = kev(d)
+						evs[j].Time = now
+					}
+					got = tr.Apply(now, evs)
+				case st.ns != 0:
+					got = tr.UpdateNetns(now, st.ns, st.snap, collector.AllKinds, st.first)
+				default:
+					got = tr.Update(now, st.snap)
+				}
+				if r := renderOffline(got); !slices.Equal(r, st.want) {
+					t.Errorf("step %d: got %q, want %q", i, r, st.want)
+				}
+			}
+		})
+	}
+}
+
+// A state saved with connections in another namespace resumes them there:
+// the own first snapshot does not end them, the namespace's own does
+// (or finds them still open and says nothing).
+func TestResumeOtherNetns(t *testing.T) {
+	const (
+		connect  = "CLOSE>SENT 10.0.0.2:0 10.0.0.9:80 cookie=2 pid=100 owner netns=7"
+		synAck   = "SENT>ESTAB 10.0.0.2:40000 10.0.0.9:80 cookie=2 pid=999 netns=7"
+		connect2 = "CLOSE>SENT 10.0.0.2:0 10.0.0.9:80 cookie=3 pid=101 owner netns=7"
+		synAck2  = "SENT>ESTAB 10.0.0.2:40001 10.0.0.9:80 cookie=3 pid=999 netns=7"
+		estab    = "tcp 10.0.0.2:40000 10.0.0.9:80 ESTAB cookie=2 inode=20 pid=100"
+	)
+	tr := New(Options{Events: true, Netns: 1})
+	tr.Update(t0, snap())
+	evs := []SockEvent{kev(connect), kev(synAck), kev(connect2), kev(synAck2)}
+	if got := render(tr.Apply(t0.Add(1), evs)); len(got) != 2 {
+		t.Fatalf("before the restart: %q", got)
+	}
+	saved := tr.Save(nil)
+	for _, sv := range saved {
+		if sv.Netns != 7 {
+			t.Errorf("saved connection %d: Netns %d, want 7", sv.ID, sv.Netns)
+		}
+	}
+
+	tr = New(Options{Events: true, Netns: 1})
+	if got := renderOffline(tr.Resume(t0.Add(2), snap(), saved, RestoreOptions{NextID: 2})); got != nil {
+		t.Errorf("own first snapshot judged the other namespace: %q", got)
+	}
+	if got, want := tr.OtherNetns(), []uint32{7}; !slices.Equal(got, want) {
+		t.Errorf("OtherNetns %v, want %v", got, want)
+	}
+	got := renderOffline(tr.UpdateNetns(t0.Add(3), 7, snap(estab), collector.AllKinds, true))
+	if want := []string{"removed 40001 pid=101 ESTAB outbound dur=2ns offline id=2"}; !slices.Equal(got, want) {
+		t.Errorf("the namespace's first snapshot: %q, want %q", got, want)
+	}
+	// The namespace ends (its last process exits): so does what was open there.
+	got = renderOffline(tr.UpdateNetns(t0.Add(4), 7, nil, collector.AllKinds, false))
+	if want := []string{"removed 40000 pid=100 ESTAB outbound dur=3ns id=1"}; !slices.Equal(got, want) {
+		t.Errorf("namespace gone: %q, want %q", got, want)
+	}
+	if got := tr.OtherNetns(); got != nil {
+		t.Errorf("OtherNetns %v after its end", got)
+	}
+}

@@ -21,6 +21,9 @@ type Saved struct {
 	// that the remnant is not reported as a new connection after a restart.
 	Closed bool
 	Info   *enricher.Process
+	// Netns is the inode of another network namespace the connection is
+	// in (known from kernel events or its snapshots); 0: the watcher's.
+	Netns uint32
 }
 
 // NextID is the ID the next new connection will follow: saved with the
@@ -36,8 +39,12 @@ func (t *Tracker) Save(dst []Saved) []Saved {
 		if !c.reported {
 			return
 		}
-		dst = append(dst, Saved{ID: c.ID, Socket: c.Socket, Pid: c.Pid,
-			Direction: c.Direction, FirstSeen: c.FirstSeen, Closed: c.closed, Info: c.Info})
+		sv := Saved{ID: c.ID, Socket: c.Socket, Pid: c.Pid,
+			Direction: c.Direction, FirstSeen: c.FirstSeen, Closed: c.closed, Info: c.Info}
+		if !t.ownNetns(c) {
+			sv.Netns = c.Netns
+		}
+		dst = append(dst, sv)
 	})
 	out := dst[start:]
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
@@ -87,9 +94,22 @@ func (t *Tracker) Resume(now time.Time, socks []collector.Socket, saved []Saved,
 		}
 		ids[sv.ID] = true
 		t.nextID = max(t.nextID, sv.ID)
-		restored = append(restored, &Conn{ID: sv.ID, Socket: sv.Socket, Pid: sv.Pid,
+		c := &Conn{ID: sv.ID, Socket: sv.Socket, Pid: sv.Pid,
 			Direction: sv.Direction, FirstSeen: sv.FirstSeen, LastSeen: sv.FirstSeen,
-			Info: sv.Info, reported: true, closed: sv.Closed, offline: true})
+			Info: sv.Info, reported: true, closed: sv.Closed, offline: true}
+		if sv.Netns != 0 && !opts.OtherBoot && sv.Socket.Cookie != 0 {
+			// In another namespace: not in this snapshot, but in the first
+			// one of its own namespace (UpdateNetns), which finds it by
+			// its cookie, or finds it gone.
+			if !sv.Closed {
+				c.Netns, c.key = sv.Netns, key{kind: byCookie, id: sv.Socket.Cookie}
+				t.conns.put(c.key, c)
+			}
+			continue
+		}
+		// (After a reboot namespaces are new too: what was open in one
+		// ended, as everything else did, and this snapshot says so.)
+		restored = append(restored, c)
 	}
 	if !opts.OtherBoot {
 		t.placeRestored(socks, restored)
@@ -100,7 +120,7 @@ func (t *Tracker) Resume(now time.Time, socks []collector.Socket, saved []Saved,
 	if covered == nil {
 		covered = func(*collector.Socket) bool { return true }
 	}
-	return t.update(now, socks, collector.AllKinds, covered)
+	return t.update(now, socks, collector.AllKinds, covered, 0, false)
 }
 
 // placeRestored puts the restored connections in the index: under the key of

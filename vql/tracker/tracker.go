@@ -144,6 +144,7 @@ type Tracker struct {
 
 	// resuming: within Resume only (its Added rows are Offline).
 	resuming bool
+	resumed  bool // Resume was the first step
 
 	listeners map[listenKey][]netip.Addr // rebuilt each snapshot
 	events    []Event
@@ -224,20 +225,47 @@ func (t *Tracker) Update(now time.Time, socks []collector.Socket) []Event {
 // connections of the others are not judged by it. (With kernel events for
 // TCP, the UDP tables are polled often and the TCP ones seldom.)
 func (t *Tracker) UpdateKinds(now time.Time, socks []collector.Socket, kinds collector.Kind) []Event {
-	return t.update(now, socks, kinds, nil)
+	return t.update(now, socks, kinds, nil, 0, false)
+}
+
+// UpdateNetns diffs a snapshot of another network namespace (netns is its
+// inode), taken with kinds, against the connections known there from
+// kernel events and its earlier snapshots; nothing elsewhere is judged by
+// it. first: the namespace is in the watcher's first round of snapshots,
+// so what is open there is a baseline, as in the tracker's own first
+// snapshot (Existing with EmitExisting), or, in a tracker that resumed a
+// state, found while no tracker watched (Offline). A namespace that
+// appears later (a container started since) is diffed like any later
+// snapshot: kernel events have reported its connections, and what they
+// missed is Added now.
+func (t *Tracker) UpdateNetns(now time.Time, netns uint32, socks []collector.Socket, kinds collector.Kind, first bool) []Event {
+	// Its listeners name directions in it only.
+	own := t.listeners
+	t.listeners = make(map[listenKey][]netip.Addr)
+	defer func() { t.listeners = own }()
+	return t.update(now, socks, kinds, nil, netns, first)
 }
 
 // update is Update, or Resume's first snapshot when covered is not nil
-// (it says which sockets the earlier tracker watched).
+// (it says which sockets the earlier tracker watched), or UpdateNetns when
+// netns is not 0.
 func (t *Tracker) update(now time.Time, socks []collector.Socket, kinds collector.Kind,
-	covered func(*collector.Socket) bool) []Event {
+	covered func(*collector.Socket) bool, netns uint32, first bool) []Event {
 	t.gen++
 	t.events = t.events[:0]
-	baseline := !t.started && !t.opts.EmitExisting
-	// Restore starts the tracker too: a resumed watch has no Existing.
-	existing := !t.started && t.opts.EmitExisting
-	t.started = true
+	var baseline, existing, offline bool
+	if netns == 0 {
+		baseline = !t.started && !t.opts.EmitExisting
+		// Restore starts the tracker too: a resumed watch has no Existing.
+		existing = !t.started && t.opts.EmitExisting
+		t.started = true
+	} else if first {
+		baseline = !t.resumed && !t.opts.EmitExisting
+		existing = !t.resumed && t.opts.EmitExisting
+		offline = t.resumed
+	}
 	restoring := covered != nil
+	t.resumed = t.resumed || restoring
 	t.resuming = restoring
 	t.indexListeners(socks, kinds)
 
@@ -260,7 +288,7 @@ func (t *Tracker) update(now time.Time, socks []collector.Socket, kinds collecto
 	// that became 0, a Windows PID that became 0).
 	var missing map[tuple]*Conn
 	t.conns.each(func(c *Conn) {
-		if c.seen != t.gen && !c.closed && t.ownNetns(c) && c.Socket.Kind()&kinds != 0 {
+		if c.seen != t.gen && !c.closed && t.inSnapshot(c, netns) && c.Socket.Kind()&kinds != 0 {
 			if missing == nil {
 				missing = make(map[tuple]*Conn)
 			}
@@ -303,7 +331,8 @@ func (t *Tracker) update(now time.Time, socks []collector.Socket, kinds collecto
 		}
 		t.nextID++
 		c := &Conn{ID: t.nextID, key: k, Socket: *s, Pid: s.Pid, FirstSeen: now, LastSeen: now,
-			seen: t.gen, Direction: t.direction(s), offline: restoring, existing: existing}
+			seen: t.gen, Direction: t.direction(s), offline: restoring || offline, existing: existing,
+			Netns: netns}
 		t.conns.put(k, c)
 		if baseline || restoring && !covered(s) {
 			c.reported = true
@@ -315,7 +344,7 @@ func (t *Tracker) update(now time.Time, socks []collector.Socket, kinds collecto
 
 	// What was not in the snapshot is gone.
 	t.conns.each(func(c *Conn) {
-		if c.seen == t.gen || !t.ownNetns(c) || c.Socket.Kind()&kinds == 0 ||
+		if c.seen == t.gen || !t.inSnapshot(c, netns) || c.Socket.Kind()&kinds == 0 ||
 			!c.evAt.IsZero() && !c.evAt.Before(now) {
 			// Seen; or where this snapshot cannot see; or told about by
 			// an event after the snapshot began.
@@ -338,12 +367,13 @@ func (t *Tracker) update(now time.Time, socks []collector.Socket, kinds collecto
 		}
 	}
 	t.expireEnded(now)
-	if restoring {
+	if restoring || netns != 0 && first {
 		// What happened offline has been reported; a socket still held for
-		// its owner keeps the mark until its Added.
+		// its owner keeps the mark until its Added, and a connection of a
+		// namespace not snapshotted yet until that namespace is.
 		t.resuming = false
 		t.conns.each(func(c *Conn) {
-			if c.reported {
+			if c.reported && t.inSnapshot(c, netns) {
 				c.offline = false
 			}
 		})

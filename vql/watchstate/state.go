@@ -84,6 +84,7 @@ type connJSON struct {
 	State     uint8     `json:"state"`
 	Cookie    uint64    `json:"cookie,omitempty"`
 	Inode     uint64    `json:"inode,omitempty"`
+	Netns     uint32    `json:"netns,omitempty"` // another network namespace's inode; 0: the watcher's
 	UID       uint32    `json:"uid"`
 	Orphan    bool      `json:"orphan,omitempty"`
 	Pid       int32     `json:"pid"`
@@ -169,6 +170,10 @@ func appendConn(dst []byte, c *tracker.Saved, proc int) []byte {
 	if s.Inode != 0 {
 		dst = append(dst, `,"inode":`...)
 		dst = strconv.AppendUint(dst, s.Inode, 10)
+	}
+	if c.Netns != 0 {
+		dst = append(dst, `,"netns":`...)
+		dst = strconv.AppendUint(dst, uint64(c.Netns), 10)
 	}
 	dst = append(dst, `,"uid":`...)
 	dst = strconv.AppendUint(dst, uint64(s.UID), 10)
@@ -368,6 +373,7 @@ func connFromJSON(cj *connJSON, procs []*enricher.Process) (tracker.Saved, error
 	}
 	s.State = collector.State(cj.State)
 	s.Cookie, s.Inode, s.UID, s.Orphan = cj.Cookie, cj.Inode, cj.UID, cj.Orphan
+	c.Netns = cj.Netns
 	switch d := tracker.Direction(cj.Direction); d {
 	case tracker.Outbound, tracker.Inbound, tracker.Listen, tracker.Unknown:
 		c.Direction = d
