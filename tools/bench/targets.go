@@ -248,7 +248,7 @@ func (a *analysis) kpaceCaptureTarget() outcome {
 	}
 	o := outcome{Figure: strings.Join(parts, "; "), Pass: ok}
 	if l := a.kpaceLaunch(ebpfMethod); l.Rate.N > 0 && l.Rate.Med < 0.95*a.cfg.KpaceRate {
-		o.Note = fmt.Sprintf(" (launched at %.0f/s, not the %.0f/s asked: the launcher's limit on this machine, see section 6)", l.Rate.Med, a.cfg.KpaceRate)
+		o.Note = fmt.Sprintf(" (launched at %s, not the %s asked: the launcher's limit on this machine, see section 6)", fmtRate(l.Rate.Med), fmtRate(a.cfg.KpaceRate))
 	}
 	return o
 }
