@@ -5,7 +5,9 @@ go 1.26
 require (
 	github.com/cilium/ebpf v0.22.0
 	github.com/shirou/gopsutil/v4 v4.25.1
+	go.uber.org/goleak v1.3.0
 	golang.org/x/sys v0.43.0
+	gonum.org/v1/plot v0.17.0
 	www.velocidex.com/golang/velociraptor v0.75.2
 )
 
@@ -23,10 +25,8 @@ require (
 	github.com/tklauser/go-sysconf v0.3.12 // indirect
 	github.com/tklauser/numcpus v0.6.1 // indirect
 	github.com/yusufpapurcu/wmi v1.2.4 // indirect
-	go.uber.org/goleak v1.3.0 // indirect
 	golang.org/x/image v0.30.0 // indirect
 	golang.org/x/text v0.29.0 // indirect
-	gonum.org/v1/plot v0.17.0 // indirect
 )
 
 // Repeated from upstream's go.mod: replace directives of a dependency are

@@ -8,10 +8,13 @@ import (
 	"time"
 )
 
-// Launched is one child process of the capture figure and its connection.
+// Launched is one child process and its connection.
 type Launched struct {
 	Pid      int
 	Port     int    // the child's local port
+	RPort    int    // the remote port of the child's socket
+	Netns    uint64 // inode of its network namespace (0: the harness's own)
+	Dir      string `json:",omitempty"` // kpace: "out" (the child connected) or "in" (it accepted)
 	Name     string // the child's process name (comm)
 	Lifetime time.Duration
 	Launched time.Time // before fork: earlier than the connection
@@ -26,6 +29,8 @@ type ConnResult struct {
 	Pid         int
 	Port        int
 	Name        string
+	Dir         string `json:",omitempty"` // kpace: "out" or "in"
+	Netns       string `json:",omitempty"` // kpace: "host" or "second"
 	Added       int    // "added" rows matched to this connection
 	RightPid    bool   // one of them had the child's Pid
 	RightName   bool   // one of them had the child's Pid and process Name
@@ -50,6 +55,7 @@ type Row struct {
 	Laddr      Addr
 	Raddr      Addr
 	Status     string
+	Netns      uint64 // netstat_watch only: the socket's network namespace
 	ProcInfo   *struct {
 		Data *struct {
 			Name string
@@ -94,27 +100,49 @@ func parseRows(lines []Arrival) (rows []ParsedRow, bad int) {
 	return rows, bad
 }
 
-// matchCapture assigns every "added" row of a client-side socket of the
-// capture listener to the launched connection with that local port that
-// was launched last before the row was observed (a port can come back
-// after its TIME_WAIT), and scores each connection.
-func matchCapture(launched []Launched, lines []Arrival, listenPort int) []ConnResult {
-	rows, _ := parseRows(lines)
-	byPort := map[int][]int{}
-	for i, l := range launched {
-		byPort[l.Port] = append(byPort[l.Port], i)
+// matchCapture scores the capture figure's children: each connected from
+// its local port to the harness's listener on listenPort, in the harness's
+// own network namespace, hostNS.
+func matchCapture(launched []Launched, lines []Arrival, listenPort int, hostNS uint64) []ConnResult {
+	for i := range launched {
+		launched[i].RPort = listenPort
 	}
-	for _, idx := range byPort {
+	return matchConns(launched, lines, hostNS)
+}
+
+// matchConns assigns every "added" TCP row on 127.0.0.1 to the launched
+// connection with the same namespace and ports that was launched last
+// before the row was observed (a port can come back after its TIME_WAIT),
+// and scores each connection. A row without a Netns column (diff(netstat()))
+// or a connection without one is in hostNS.
+func matchConns(launched []Launched, lines []Arrival, hostNS uint64) []ConnResult {
+	type key struct {
+		ns          uint64
+		local, peer int
+	}
+	nsOr := func(ns uint64) uint64 {
+		if ns == 0 {
+			return hostNS
+		}
+		return ns
+	}
+	rows, _ := parseRows(lines)
+	byKey := map[key][]int{}
+	for i, l := range launched {
+		k := key{nsOr(l.Netns), l.Port, l.RPort}
+		byKey[k] = append(byKey[k], i)
+	}
+	for _, idx := range byKey {
 		sort.Slice(idx, func(a, b int) bool { return launched[idx[a]].Launched.Before(launched[idx[b]].Launched) })
 	}
 	matched := make([][]ParsedRow, len(launched))
 	for _, r := range rows {
 		if r.Diff != "added" || !(r.Type == 1 || r.TypeString == "TCP") ||
-			r.Laddr.IP != "127.0.0.1" || r.Raddr.IP != "127.0.0.1" || r.Raddr.Port != listenPort {
+			r.Laddr.IP != "127.0.0.1" || r.Raddr.IP != "127.0.0.1" {
 			continue
 		}
 		best := -1
-		for _, i := range byPort[r.Laddr.Port] {
+		for _, i := range byKey[key{nsOr(r.Netns), r.Laddr.Port, r.Raddr.Port}] {
 			if !launched[i].Launched.After(r.Observed) {
 				best = i
 			}
@@ -126,7 +154,7 @@ func matchCapture(launched []Launched, lines []Arrival, listenPort int) []ConnRe
 	out := make([]ConnResult, len(launched))
 	for i, l := range launched {
 		c := ConnResult{LifeMS: int(l.Lifetime / time.Millisecond), Pid: l.Pid, Port: l.Port,
-			Name: l.Name, Added: len(matched[i])}
+			Name: l.Name, Dir: l.Dir, Added: len(matched[i])}
 		for j, r := range matched[i] {
 			if j == 0 {
 				c.FirstPid, c.FirstStatus, c.FirstName = int(r.Pid), r.Status, r.procName()

@@ -22,13 +22,17 @@ import (
 
 // Results is everything one harness run measured (raw, saved as JSON).
 type Results struct {
-	Env      Env
-	Config   *Config
-	CPU      []CPURun
-	Capture  []CaptureRun
-	Conns    []ConnResult
-	Mem      []MemRun
-	Failures []string
+	Env     Env
+	Config  *Config
+	CPU     []CPURun
+	Capture []CaptureRun
+	Conns   []ConnResult
+	Mem     []MemRun
+	// Kpace: the kernel-pace scenario, one run per method and repetition,
+	// and every child's connection as each method reported it.
+	Kpace      []KpaceRun
+	KpaceConns []ConnResult
+	Failures   []string
 }
 
 func (r *Results) Elapsed() time.Duration { return r.Env.End.Sub(r.Env.Start) }
@@ -193,24 +197,23 @@ func (h *harness) fail(format string, args ...any) {
 func (h *harness) run() (*Results, error) {
 	cfg := h.cfg
 	h.logf("bench: %s, %d run(s) of each measurement, binary %s", map[bool]string{true: "quick", false: "full"}[cfg.Quick], cfg.Runs, cfg.Binary)
+	h.logf("planned: about %v of measuring, plus waits for other processes' sockets to go away", cfg.estimate().Round(time.Minute))
 	h.logf("machine: %d CPUs, %s, %d sockets and %d processes already there, load %.2f",
 		h.res.Env.NCPU, h.res.Env.Kernel, h.res.Env.BaseTable, h.res.Env.BaseProcs, h.res.Env.Load1Start)
 
-	steps := []struct {
-		name string
-		fn   func() error
-	}{
-		{"procs", h.procScenario},
-		{"capture", h.captureScenario},
-		{"cpu", h.cpuScenario},
-		{"memory", h.memScenario},
+	steps := map[Scenario]func() error{
+		ScProcs:   h.procScenario,
+		ScCapture: h.captureScenario,
+		ScCPU:     h.cpuScenario,
+		ScMemory:  h.memScenario,
+		ScKpace:   h.kpaceScenario,
 	}
-	for _, s := range steps {
-		if !cfg.want(s.name) {
+	for _, s := range scenarios {
+		if !cfg.want(s) {
 			continue
 		}
-		if err := s.fn(); err != nil {
-			return nil, fmt.Errorf("%s: %w", s.name, err)
+		if err := steps[s](); err != nil {
+			return nil, fmt.Errorf("%s: %w", s, err)
 		}
 	}
 	h.res.Env.End = time.Now()
@@ -325,7 +328,7 @@ func (h *harness) cpuScenario() error {
 			return err
 		}
 		err = h.cpuRuns("sockets", size, 0, h.cfg.CPUMethods)
-		if err == nil && size == h.cfg.MemSize && h.cfg.want("memory") {
+		if err == nil && size == h.cfg.MemSize && h.cfg.want(ScMemory) {
 			err = h.memRuns()
 			h.memDone = true
 		}
@@ -621,7 +624,7 @@ func (h *harness) memRuns() error {
 	cfg := h.cfg
 	for run := 1; run <= cfg.Runs; run++ {
 		for _, m := range cfg.MemMethods {
-			if n, ok := cfg.MemRunsOnly[m.Key]; ok && run > n {
+			if run > cfg.runsOf(ScMemory, m) {
 				continue
 			}
 			var r MemRun
@@ -787,24 +790,10 @@ func (h *harness) measureCapture(m Method, run int) (CaptureRun, []ConnResult, e
 		return cr, nil, err
 	}
 	// Start launching once the baseline poll is behind us.
-	if err := q.warmedUp(h.ctx, cfg.Warmup); err != nil {
+	if err := h.steady(q, m); err != nil {
 		return fail(err)
 	}
-	period := time.Duration(m.Period * float64(time.Second))
-	switch m.Kind {
-	case Watch, Kernel:
-		ready, err := q.waitReady(h.ctx, 60*time.Second)
-		if err == nil {
-			err = sleepUntil(h.ctx, ready.Add(max(time.Second, 2*period)))
-		}
-		if err != nil {
-			return fail(err)
-		}
-	case Stock:
-		if _, _, err := q.waitPoll(h.ctx, 0, 120*time.Second); err != nil {
-			return fail(err)
-		}
-	}
+	period := m.period()
 	c0, _ := taskCPU(q.Pid())
 	t0 := time.Now()
 	launched, err := h.launchConns(port, run)
@@ -825,7 +814,11 @@ func (h *harness) measureCapture(m Method, run int) (CaptureRun, []ConnResult, e
 	cr.TableTo = tableSize()
 	ex := q.stop()
 	cr.Rows, cr.MaxRSSKB, cr.Conns = ex.Rows, ex.MaxRSSKB, len(launched)
-	results := matchCapture(launched, ex.RowData, port)
+	host, err := netnsInode("/proc/self/ns/net")
+	if err != nil {
+		return cr, nil, err
+	}
+	results := matchCapture(launched, ex.RowData, port, host)
 	for i := range results {
 		results[i].Method, results[i].Run = m.Key, run
 	}

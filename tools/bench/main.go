@@ -4,8 +4,8 @@
 // artifact query and `ss -tunap`, side by side on this machine, and writes
 // docs/BENCHMARKS.md plus PNG plots (issue 3).
 //
-//	go run ./tools/bench -binary build/velociraptor -out docs          # full, 20-40 min
-//	go run ./tools/bench -binary build/velociraptor -quick -out DIR    # < 3 min
+//	go run ./tools/bench -binary build/velociraptor -out docs          # full, at most 50 min
+//	go run ./tools/bench -binary build/velociraptor -quick -out DIR    # a few minutes
 //	go run ./tools/bench -report build/bench/results.json -out docs    # rewrite the report only
 //
 // Every method runs through `velociraptor query`, one at a time, so the whole
@@ -23,8 +23,13 @@
 //	nwbench-churn   opens and closes loopback connections at a bounded rate
 //	nwbench-conn    one short-lived process with one loopback connection
 //
-// All traffic stays on 127.0.0.0/8; every helper stops by itself (bounded
-// count and lifetime, and its stdin closing when the harness goes away).
+// The kernel-pace scenario's children (nwbench-kpace, hundreds a second)
+// are a small C program, tools/bench/cchild/kpace.c, which the harness
+// compiles as it starts: the bench binary costs too much to start.
+//
+// All traffic stays on 127.0.0.0/8 or inside a network namespace the
+// harness creates and deletes; every helper stops by itself (bounded count
+// and lifetime, and its stdin closing when the harness goes away).
 package main
 
 import (
@@ -35,6 +40,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -50,9 +56,9 @@ func main() {
 		binary  = flag.String("binary", "build/velociraptor", "the custom Velociraptor binary")
 		out     = flag.String("out", "docs", "directory for BENCHMARKS.md and the plots")
 		raw     = flag.String("raw", "", "where to write the raw results (default OUT/bench-results.json, or build/bench/results.json when OUT is docs)")
-		quick   = flag.Bool("quick", false, "cut-down run (< 3 minutes)")
+		quick   = flag.Bool("quick", false, "cut-down run (a few minutes)")
 		runs    = flag.Int("runs", 0, "repetitions of every measurement (default 3, quick 1)")
-		only    = flag.String("only", "", "comma-separated subset of scenarios: procs,cpu,memory,capture (default all; the report then fails for the targets left without a figure)")
+		only    = flag.String("only", "", "comma-separated subset of scenarios: procs,capture,cpu,memory,kpace (default all; the report then fails for the targets left without a figure)")
 		sizes   = flag.String("sizes", "", "comma-separated socket counts for the CPU figure (default 1024,4096,16384,65536; quick 1024,4096)")
 		report  = flag.String("report", "", "only rewrite the report and plots from this raw results file")
 		verbose = flag.Bool("v", false, "log every measurement")
@@ -81,7 +87,11 @@ func main() {
 	if *only != "" {
 		cfg.Only = map[string]bool{}
 		for _, s := range strings.Split(*only, ",") {
-			cfg.Only[strings.TrimSpace(s)] = true
+			s = strings.TrimSpace(s)
+			if !slices.Contains(scenarios, Scenario(s)) {
+				fatalf("-only: no scenario %q (%v)", s, scenarios)
+			}
+			cfg.Only[s] = true
 		}
 	}
 	if *sizes != "" {

@@ -152,13 +152,85 @@ func ticks(ts []Tick) plot.Ticker {
 	return out
 }
 
+// Bars is a grouped bar chart: in each group, one bar per series.
+type Bars struct {
+	Title, YLabel string
+	Groups        []string
+	Series        []BarSeries
+	YMax          float64
+	Notes         []string
+}
+
+type BarSeries struct {
+	Name   string
+	Values []float64 // one per group; NaN: not measured (no bar)
+	Color  color.RGBA
+}
+
+func (b *Bars) plot() (*plot.Plot, error) {
+	p := plot.New()
+	p.Title.Text = b.Title
+	p.Title.TextStyle.Font.Size = vg.Points(15)
+	p.X.Label.Text = strings.Join(b.Notes, "; ")
+	p.Y.Label.Text = b.YLabel
+	for _, ax := range []*plot.Axis{&p.X, &p.Y} {
+		ax.Label.TextStyle.Font.Size = vg.Points(12)
+		ax.Tick.Label.Font.Size = vg.Points(11)
+	}
+	p.Y.Min, p.Y.Max = 0, b.YMax
+	p.X.Min, p.X.Max = -0.5, float64(len(b.Groups))-0.5
+	p.Add(plotter.NewGrid())
+	p.Legend.Top, p.Legend.Left = true, true
+	p.Legend.TextStyle.Font.Size = vg.Points(11)
+	// Bars sit side by side within a group, in data units (a group is 1
+	// wide), each labelled with its value: a bar of 0 is otherwise unseen.
+	step := 0.8 / float64(max(1, len(b.Series)))
+	var labels plotter.XYLabels
+	for i, s := range b.Series {
+		vals := make(plotter.Values, len(s.Values))
+		for j, v := range s.Values {
+			if !math.IsNaN(v) {
+				vals[j] = v
+				labels.XYs = append(labels.XYs, plotter.XY{X: float64(j) - 0.4 + step*(float64(i)+0.5), Y: v + 1})
+				labels.Labels = append(labels.Labels, fmt.Sprintf("%.3g", v))
+			}
+		}
+		bars, err := plotter.NewBarChart(vals, vg.Points(36*4/float64(max(4, len(b.Groups)))*3/float64(max(3, len(b.Series)))))
+		if err != nil {
+			return nil, err
+		}
+		bars.Color, bars.LineStyle.Width = s.Color, 0
+		bars.XMin = -0.4 + step*(float64(i)+0.5)
+		p.Add(bars)
+		p.Legend.Add(s.Name, bars)
+	}
+	if len(labels.XYs) > 0 {
+		l, err := plotter.NewLabels(labels)
+		if err != nil {
+			return nil, err
+		}
+		for i := range l.TextStyle {
+			l.TextStyle[i].Font.Size = vg.Points(10)
+			l.TextStyle[i].XAlign = -0.5 // centred on the bar
+		}
+		p.Add(l)
+	}
+	p.NominalX(b.Groups...)
+	return p, nil
+}
+
+// drawing is a Chart or Bars.
+type drawing interface {
+	plot() (*plot.Plot, error)
+}
+
 // savePNG draws the charts one above the other, each w by h pixels.
-func savePNG(path string, w, h int, charts ...*Chart) error {
+func savePNG(path string, w, h int, charts ...drawing) error {
 	row := make([]*plot.Plot, len(charts))
 	for i, c := range charts {
 		p, err := c.plot()
 		if err != nil {
-			return fmt.Errorf("%s: %w", c.Title, err)
+			return fmt.Errorf("%s: %w", path, err)
 		}
 		row[i] = p
 	}

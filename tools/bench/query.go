@@ -64,6 +64,7 @@ type queryProc struct {
 	pollCh   chan struct{}
 	readyCh  chan struct{}
 	keepRows bool
+	only     []byte // rows kept must contain it (nil: all)
 	rows     []Arrival
 	nrows    int
 	mark     []byte    // rows containing it are the harness's own
@@ -113,7 +114,7 @@ func (q *queryProc) readStdout(r io.Reader) {
 			if q.mark != nil && bytes.Contains(line, q.mark) {
 				q.lastMark = now
 			}
-			if q.keepRows {
+			if q.keepRows && (q.only == nil || bytes.Contains(line, q.only)) {
 				q.rows = append(q.rows, Arrival{now, line})
 			}
 			q.mu.Unlock()
@@ -218,6 +219,13 @@ func (q *queryProc) watch(port int) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.mark = fmt.Appendf(nil, `"Port":%d}`, port)
+}
+
+// keepOnly keeps only the rows containing b.
+func (q *queryProc) keepOnly(b []byte) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.only = b
 }
 
 // waitQuiet waits until no row of the harness's own (see watch) has arrived
