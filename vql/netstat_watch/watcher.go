@@ -216,6 +216,11 @@ func (self *watcher) run(ctx context.Context, scope vfilter.Scope,
 			}
 		case now := <-flush:
 			self.kern.reportDrops(scope, now, self.opts.reconcile)
+			if len(kch) > 0 {
+				// Behind the kernel: the queued events flush the held
+				// connections on their own clock.
+				continue
+			}
 			if !deliver(self.changed(self.track.Flush(now))) {
 				return
 			}

@@ -40,13 +40,24 @@ func (t *Tracker) Apply(now time.Time, evs []SockEvent) []Event {
 	t.events = t.events[:0]
 	for i := range evs {
 		t.apply(now, &evs[i])
+		if at := evs[i].Time; at.After(t.evClock) {
+			t.evClock = at
+		}
 	}
-	t.flushHeld(now)
+	// The hold runs on the kernel's clock: a watcher that lags behind
+	// its events (a burst, a slow snapshot) must not give up on an owner
+	// whose accept() is the next record in the queue.
+	clock := now
+	if !t.evClock.IsZero() {
+		clock = t.evClock
+	}
+	t.flushHeld(clock)
 	return t.events
 }
 
 // Flush reports the connections held for their owner longer than
-// Options.EventHold; call it when no events came for a while.
+// Options.EventHold; call it when no events came for a while (not while
+// events are queued: they may hold the owner).
 func (t *Tracker) Flush(now time.Time) []Event {
 	t.events = t.events[:0]
 	t.flushHeld(now)

@@ -41,6 +41,7 @@ type step struct {
 	snap  []collector.Socket // a snapshot, or
 	evs   []string           // a batch of kernel events, or
 	flush bool               // a Flush
+	late  time.Duration      // the events happened this long before they are applied
 	want  []string
 }
 
@@ -77,6 +78,13 @@ func TestApply(t *testing.T) {
 			{snap: snap()},
 			{at: 1, evs: []string{child, childEst, accepted}, want: []string{"added 80 pid=1 ESTAB inbound"}},
 			{at: 2, evs: []string{srvWait, srvClose, srvEnd}, want: []string{"removed 80 pid=1 LAST_ACK inbound dur=1ns"}},
+		},
+	}, {
+		name: "a watcher 3 s behind its events still waits for the accept in its queue",
+		steps: []step{
+			{snap: snap()},
+			{at: 3 * time.Second, late: 3*time.Second - 1, evs: []string{child, childEst}},
+			{at: 3*time.Second + 1, late: 3*time.Second - 1, evs: []string{accepted}, want: []string{"added 80 pid=1 ESTAB inbound"}},
 		},
 	}, {
 		name: "never accepted: reported after EventHold with Pid -1",
@@ -140,7 +148,7 @@ func TestApply(t *testing.T) {
 					evs := make([]SockEvent, len(st.evs))
 					for j, d := range st.evs {
 						evs[j] = kev(d)
-						evs[j].Time = now
+						evs[j].Time = now.Add(-st.late)
 					}
 					got = tr.Apply(now, evs)
 				}

@@ -158,8 +158,9 @@ type Tracker struct {
 	listeners map[listenKey][]netip.Addr // rebuilt each snapshot
 	events    []Event
 
-	held  []*Conn              // known from events, not reported yet
-	ended map[uint64]time.Time // cookie of a socket whose end an event reported -> when
+	held    []*Conn              // known from events, not reported yet
+	ended   map[uint64]time.Time // cookie of a socket whose end an event reported -> when
+	evClock time.Time            // the latest event's time
 
 	journal journal // rows handed on but not yet safe (Save)
 }
