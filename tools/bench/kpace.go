@@ -44,6 +44,7 @@ type KpaceRun struct {
 	MaxRSSKB    int64
 	TableFrom   int
 	TableTo     int
+	Stopped     string `json:",omitempty"` // the watcher's stop line: kernel records read and dropped
 	Err         string `json:",omitempty"`
 }
 
@@ -115,6 +116,9 @@ func (h *harness) kpaceScenario() error {
 				h.logf("kpace   %-10s run %d: %d children at %.0f/s (%.0f asked; %.1f ms CPU each, launcher %.1f ms each), %d once with the right Pid+Name, %d duplicates, %.2f ms/s CPU",
 					m.Key, run, r.Launched, r.Rate(), r.Asked, 1e3*r.ChildCPU/float64(max(1, r.Launched)),
 					1e3*r.LauncherCPU/float64(max(1, r.Launched)), s.OnceRight, s.Dups, 1e3*r.CPU/r.Window)
+				if r.Stopped != "" {
+					h.logf("kpace   %-10s run %d: %s", m.Key, run, r.Stopped)
+				}
 			}
 			h.res.Kpace = append(h.res.Kpace, r)
 			h.res.KpaceConns = append(h.res.KpaceConns, conns...)
@@ -188,7 +192,7 @@ func (h *harness) measureKpace(m Method, run int, child string, ns *netns, host 
 	r.CPU, r.Window = (c1 - c0).Seconds(), time.Since(t0).Seconds()
 	r.TableTo = tableSize()
 	ex := q.stop()
-	r.Rows, r.MaxRSSKB = ex.Rows, ex.MaxRSSKB
+	r.Rows, r.MaxRSSKB, r.Stopped = ex.Rows, ex.MaxRSSKB, ex.Stopped
 	results := matchConns(launched, ex.RowData, host)
 	for i := range results {
 		results[i].Method, results[i].Run = m.Key, run

@@ -273,6 +273,7 @@ type queryExit struct {
 	MaxRSSKB int64
 	Rows     int
 	RowData  []Arrival
+	Stopped  string // netstat_watch's stop line (records read and dropped), if any
 }
 
 // stop interrupts the query (Velociraptor cancels and exits), kills its
@@ -296,6 +297,11 @@ func (q *queryProc) stop() queryExit {
 	}
 	q.mu.Lock()
 	ex.Rows, ex.RowData = q.nrows, q.rows
+	for _, l := range q.logTail {
+		if i := strings.Index(l, "netstat_watch: stopped:"); i >= 0 {
+			ex.Stopped = strings.TrimSpace(l[i:])
+		}
+	}
 	q.mu.Unlock()
 	return ex
 }

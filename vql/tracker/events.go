@@ -78,6 +78,12 @@ func (t *Tracker) apply(applied time.Time, ev *SockEvent) {
 	}
 	k := key{kind: byCookie, id: s.Cookie}
 	c, ok := t.conns.get(k)
+	if ok && c.awaiting {
+		// A snapshot saw its remnant first; its events tell its life.
+		*c = Conn{ID: c.ID, key: k, Socket: *s, Pid: -1, FirstSeen: now, LastSeen: now,
+			Netns: ev.Netns, Direction: eventDirection(t, ev), seen: c.seen}
+		t.held = append(t.held, c)
+	}
 	end := s.State == collector.StateClose
 	if !ok {
 		if end || t.ended[s.Cookie] != (time.Time{}) {

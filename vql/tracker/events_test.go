@@ -87,6 +87,30 @@ func TestApply(t *testing.T) {
 			{at: 3*time.Second + 1, late: 3*time.Second - 1, evs: []string{accepted}, want: []string{"added 80 pid=1 ESTAB inbound"}},
 		},
 	}, {
+		name: "a remnant a snapshot sees before its events: the events, once applied, name the owner",
+		steps: []step{
+			{snap: snap()},
+			{at: 1, snap: snap(clientTW)},
+			{at: 2, late: 2, evs: []string{connect, synAck, cliClose, cliEnd}, want: []string{
+				"added 40000 pid=100 ESTAB outbound", "removed 40000 pid=100 FIN_WAIT1 outbound dur=0s"}},
+			{at: 3, snap: snap(clientTW)},
+		},
+	}, {
+		name: "a remnant whose records were lost: Pid -1 at the next snapshot",
+		steps: []step{
+			{snap: snap()},
+			{at: 1, snap: snap(clientTW)},
+			{at: 2, snap: snap(clientTW), want: []string{"added 40000 pid=-1 TIME_WAIT unknown"}},
+			{at: 3, snap: snap()},
+		},
+	}, {
+		name: "a remnant whose records were lost, gone by the next snapshot: still reported",
+		steps: []step{
+			{snap: snap()},
+			{at: 1, snap: snap(clientTW)},
+			{at: 2, snap: snap(), want: []string{"added 40000 pid=-1 TIME_WAIT unknown", "removed 40000 pid=-1 TIME_WAIT unknown dur=1ns"}},
+		},
+	}, {
 		name: "never accepted: reported after EventHold with Pid -1",
 		steps: []step{
 			{snap: snap()},

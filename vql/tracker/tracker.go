@@ -83,6 +83,7 @@ type Conn struct {
 	held     int    // ticks waited for an owner
 	offline  bool   // its change happened while no tracker watched (Restore)
 	existing bool   // in the first snapshot of a tracker with EmitExisting
+	awaiting bool   // a remnant a snapshot found before any event about it
 	// evAt is when the last kernel event about it was applied: a snapshot
 	// taken before then says nothing about whether it is gone.
 	evAt time.Time
@@ -351,6 +352,14 @@ func (t *Tracker) update(now time.Time, socks []collector.Socket, kinds collecto
 		if baseline || restoring && !covered(s) {
 			c.reported = true
 			c.closed = s.Closed()
+			continue
+		}
+		if t.opts.Events && s.IsTCP() && s.Closed() && s.Cookie != 0 && !restoring && !offline {
+			// A remnant no event has told of yet: a watcher behind a burst
+			// has its events still queued, and they name the owner. It
+			// waits for them, or for the next snapshot (then Pid -1: its
+			// records were lost); gone by then, it is reported ended.
+			c.awaiting = true
 			continue
 		}
 		t.maybeAdd(now, c)
