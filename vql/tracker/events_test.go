@@ -36,6 +36,17 @@ func kev(desc string) SockEvent {
 	return ev
 }
 
+// applyAt applies the events descs describe (see kev), which happened late
+// before now, at now.
+func applyAt(tr *Tracker, now time.Time, late time.Duration, descs []string) []Event {
+	evs := make([]SockEvent, len(descs))
+	for j, d := range descs {
+		evs[j] = kev(d)
+		evs[j].Time = now.Add(-late)
+	}
+	return tr.Apply(now, evs)
+}
+
 type step struct {
 	at    time.Duration
 	snap  []collector.Socket // a snapshot, or
@@ -169,12 +180,7 @@ func TestApply(t *testing.T) {
 				case st.flush:
 					got = tr.Flush(now)
 				default:
-					evs := make([]SockEvent, len(st.evs))
-					for j, d := range st.evs {
-						evs[j] = kev(d)
-						evs[j].Time = now.Add(-st.late)
-					}
-					got = tr.Apply(now, evs)
+					got = applyAt(tr, now, st.late, st.evs)
 				}
 				if r := render(got); !slices.Equal(r, st.want) {
 					t.Errorf("step %d: got %q, want %q", i, r, st.want)
@@ -269,12 +275,7 @@ func TestUpdateNetns(t *testing.T) {
 				var got []Event
 				switch {
 				case st.evs != nil:
-					evs := make([]SockEvent, len(st.evs))
-					for j, d := range st.evs {
-						evs[j] = kev(d)
-						evs[j].Time = now
-					}
-					got = tr.Apply(now, evs)
+					got = applyAt(tr, now, 0, st.evs)
 				case st.ns != 0:
 					got = tr.UpdateNetns(now, st.ns, st.snap, collector.AllKinds, st.first)
 				default:
