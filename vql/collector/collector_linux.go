@@ -101,7 +101,7 @@ func (c *netlinkCollector) open() error {
 	if c.netns != nil {
 		fd, err = socketIn(c.netns)
 	} else {
-		fd, err = unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+		fd, err = sockDiag()
 	}
 	if err != nil {
 		return fmt.Errorf("netlink: socket: %w", err)
@@ -113,6 +113,10 @@ func (c *netlinkCollector) open() error {
 	}
 	c.fd = fd
 	return nil
+}
+
+func sockDiag() (int, error) {
+	return unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
 }
 
 func (c *netlinkCollector) drop() {

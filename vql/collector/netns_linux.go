@@ -102,7 +102,7 @@ func socketIn(f *os.File) (int, error) {
 			ch <- result{-1, fmt.Errorf("setns: %w", err)}
 			return
 		}
-		fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+		fd, err := sockDiag()
 		ch <- result{fd, err}
 	}()
 	r := <-ch

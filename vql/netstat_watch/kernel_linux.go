@@ -29,9 +29,8 @@ type kernelFeed struct {
 	dropped uint64              // as of the last drop report
 	lastLog time.Time
 
-	rounds  int    // reconciling snapshots of the other namespaces taken
-	nsErr   string // the last failure to read one, logged once
-	nsCount int    // namespaces in the last round
+	reconciled bool   // the other namespaces had a first round
+	nsErr      string // the last failure to read one, logged once
 }
 
 // nsPart is the sockets of one other network namespace in a snapshot.
@@ -59,8 +58,8 @@ func (r *nsRound) gone(netns uint32) bool { return r.listed != nil && !r.listed[
 // watcher's first round, whose findings are a baseline.
 func (k *kernelFeed) others(scope vfilter.Scope, socks []collector.Socket, kinds collector.Kind) (
 	[]collector.Socket, nsRound) {
-	round := nsRound{first: k.rounds == 0}
-	k.rounds++
+	round := nsRound{first: !k.reconciled}
+	k.reconciled = true
 	nss, err := collector.Namespaces("/proc", k.netns)
 	if err != nil {
 		// An incomplete list says nothing about what ended.
@@ -71,7 +70,6 @@ func (k *kernelFeed) others(scope vfilter.Scope, socks []collector.Socket, kinds
 			round.listed[ns.Inode] = true
 		}
 	}
-	k.nsCount = len(nss)
 	for _, ns := range nss {
 		lo := len(socks)
 		more, err := collector.CollectNetns(ns, kinds, socks)

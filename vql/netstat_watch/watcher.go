@@ -310,18 +310,19 @@ func (self *watcher) tick(scope vfilter.Scope, now time.Time, kinds collector.Ki
 	}
 	changed := len(events) > 0
 	out := self.filter(events)
+	// Filtered before the next call reuses the tracker's slice.
+	other := func(netns uint32, socks []collector.Socket, first bool) {
+		events := self.track.UpdateNetns(now, netns, socks, kinds, first)
+		changed = changed || len(events) > 0
+		out = append(out, self.filter(events)...)
+	}
 	if round != nil {
 		for _, p := range round.parts {
-			// Filtered before the next call reuses the tracker's slice.
-			events = self.track.UpdateNetns(now, p.netns, socks[p.lo:p.hi], kinds, round.first)
-			changed = changed || len(events) > 0
-			out = append(out, self.filter(events)...)
+			other(p.netns, socks[p.lo:p.hi], round.first)
 		}
 		for _, ns := range self.track.OtherNetns() {
 			if round.gone(ns) {
-				events = self.track.UpdateNetns(now, ns, nil, kinds, false)
-				changed = changed || len(events) > 0
-				out = append(out, self.filter(events)...)
+				other(ns, nil, false)
 			}
 		}
 	}
