@@ -89,7 +89,9 @@ func New(networks []string) (s *Set, ok []bool) {
 }
 
 // Lookup returns the index of the first network (in list order) holding
-// the address, or -1. An address that does not parse matches nothing.
+// the address, or -1. Surrounding white space is ignored (VQL strings and
+// pasted lists carry it); an address that does not parse then matches
+// nothing.
 func (s *Set) Lookup(ip string) int {
 	if s == nil || len(s.byPrefix) == 0 {
 		return -1

@@ -2,6 +2,7 @@ package ipset
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 )
 
@@ -122,7 +123,7 @@ func FuzzLookup(f *testing.F) {
 			return
 		}
 		p, _ := Parse(network)
-		a, err := netip.ParseAddr(ip)
+		a, err := netip.ParseAddr(strings.TrimSpace(ip))
 		want := -1
 		if err == nil && p.Contains(a.WithZone("").Unmap()) {
 			want = 0
