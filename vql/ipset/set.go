@@ -100,6 +100,15 @@ func (s *Set) Lookup(ip string) int {
 	if err != nil {
 		return -1
 	}
+	return s.LookupAddr(a)
+}
+
+// LookupAddr is Lookup for a parsed address (a zone is ignored): no
+// allocation, for callers that test every connection.
+func (s *Set) LookupAddr(a netip.Addr) int {
+	if s == nil || len(s.byPrefix) == 0 || !a.IsValid() {
+		return -1
+	}
 	a = a.WithZone("").Unmap()
 	bits := s.bits6
 	if a.Is4() {

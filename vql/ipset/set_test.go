@@ -84,6 +84,12 @@ func TestLookupFirstInListOrder(t *testing.T) {
 		if got := s.Lookup(tc.ip); got != tc.want {
 			t.Errorf("Lookup(%q) = %d, want %d", tc.ip, got, tc.want)
 		}
+		// The parsed form answers the same (an address that does not
+		// parse is the invalid Addr, which matches nothing).
+		a, _ := netip.ParseAddr(tc.ip)
+		if got := s.LookupAddr(a); got != tc.want {
+			t.Errorf("LookupAddr(%q) = %d, want %d", tc.ip, got, tc.want)
+		}
 	}
 }
 

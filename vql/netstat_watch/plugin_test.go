@@ -397,6 +397,9 @@ func TestArgErrors(t *testing.T) {
 		{"reconcile=0.5", "reconcile"},
 		{"ring_size=3", "ring_size"},
 		{"cache_size=0", "cache_size"},
+		{"exclude_networks=['10.0.0.0/8', '10.0.0.300']", `"10.0.0.300"`},
+		{"exclude_networks=['10.0.0.0/33']", `"10.0.0.0/33"`},
+		{"exclude_pids=['init']", "exclude_pids"},
 	} {
 		t.Run(tc.args, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

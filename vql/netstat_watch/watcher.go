@@ -333,15 +333,23 @@ func (self *watcher) tick(scope vfilter.Scope, now time.Time, kinds collector.Ki
 }
 
 // filter applies the options to the tracker's events and names the owner
-// of a connection a snapshot found.
+// of a connection a snapshot found. The exclusions test what does not
+// change between a connection's added and removed events (its addresses;
+// its Pid once added), so both are dropped or neither; the tracker still
+// tracks it.
 func (self *watcher) filter(events []tracker.Event) []output {
 	var rows []output
+	ex := &self.opts.exclude
+	exclude := ex.any()
 	for _, ev := range events {
 		c := ev.Conn
 		if !self.opts.listening && c.Direction == tracker.Listen {
 			continue
 		}
 		if ev.Diff == tracker.Removed && !self.opts.emitRemoved {
+			continue
+		}
+		if exclude && ex.excludes(c.Socket.Local.Addr(), c.Socket.Remote.Addr(), c.Pid) {
 			continue
 		}
 		if ev.Diff == tracker.Added && self.opts.enrich && c.Pid > 0 && c.Info == nil {
