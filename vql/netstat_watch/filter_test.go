@@ -105,7 +105,7 @@ func TestArgsAsDict(t *testing.T) {
 	defer cancel()
 	rows, logs := watch(t, ctx, "SELECT * FROM netstat_watch(`**`=dict(period=0.1, kinds='tcp', "+
 		"listening=FALSE, backend='netlink', exclude_networks=['192.0.2.0/24']))")
-	if !strings.Contains(logs.String(), "every 100ms using netlink") {
+	if !strings.Contains(logs.String(), "every 100ms using netlink; excluding networks 192.0.2.0/24") {
 		t.Fatalf("start line does not show the dict's arguments: %s", logs)
 	}
 	time.Sleep(300 * time.Millisecond) // past the baseline

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/Velocidex/ordereddict"
@@ -79,6 +80,7 @@ type exclusions struct {
 	loopback bool
 	pids     map[int32]struct{} // nil: none
 	networks *ipset.Set         // nil: none
+	note     string             // for the start line; "" when none
 }
 
 func (e *exclusions) any() bool {
@@ -135,6 +137,24 @@ func parseExclusions(a *NetstatWatchArgs) (exclusions, error) {
 			}
 		}
 		e.networks = set
+	}
+	// The start line says what is dropped: a client log is where an
+	// analyst finds why a connection was never reported.
+	var what []string
+	if e.loopback {
+		what = append(what, "loopback")
+	}
+	if e.pids != nil {
+		what = append(what, fmt.Sprintf("pids %v", a.ExcludePids))
+	}
+	switch n := len(a.ExcludeNetworks); {
+	case n > 4:
+		what = append(what, fmt.Sprintf("%d networks", n))
+	case n > 0:
+		what = append(what, "networks "+strings.Join(a.ExcludeNetworks, ", "))
+	}
+	if what != nil {
+		e.note = "; excluding " + strings.Join(what, "; ")
 	}
 	return e, nil
 }
@@ -270,8 +290,8 @@ func (self NetstatWatchPlugin) Call(ctx context.Context,
 		if detail != "" {
 			detail = "; " + detail
 		}
-		scope.Log("%s: watching %v every %v using %s%s%s", pluginName,
-			opts.kinds, opts.period, name, stateNote, detail)
+		scope.Log("%s: watching %v every %v using %s%s%s%s", pluginName,
+			opts.kinds, opts.period, name, stateNote, detail, opts.exclude.note)
 		if w.kern != nil {
 			defer func() {
 				scope.Log("%s: stopped: %s", pluginName, w.kern.summary())
