@@ -2,6 +2,7 @@ package netstat_watch
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"strings"
@@ -110,14 +111,14 @@ func TestArgsAsDict(t *testing.T) {
 	}
 	time.Sleep(300 * time.Millisecond) // past the baseline
 	ln := loopbackServer(t)
-	lport := uint32(ln.Addr().(*net.TCPAddr).Port)
 	time.Sleep(300 * time.Millisecond) // a snapshot or more with the listener
 	cmd, cport := startChild(t, "tcp", ln.Addr().String(), 300*time.Millisecond)
 	defer cmd.Wait()
+	srv, cli := ln.Addr().String(), hostPort("127.0.0.1", cport)
 	got := collectFor(ctx, rows, func(r *ordereddict.Dict) bool {
-		return get(r, "Laddr.Port") == lport || get(r, "Laddr.Port") == uint32(cport)
+		return endpoint(r, "Laddr") == srv || endpoint(r, "Laddr") == cli
 	}, hasRemoved, 500*time.Millisecond)
-	if d := diffsOf(got, uint32(cport), lport); d != "added,removed" {
+	if d := diffsOf(got, cli, srv); d != "added,removed" {
 		t.Errorf("connection: rows %s, want added,removed\n%v\nlogs: %s", d, got, logs)
 	}
 	for _, r := range got {
@@ -127,13 +128,23 @@ func TestArgsAsDict(t *testing.T) {
 	}
 }
 
-// diffsOf lists the Diff of the rows of one side of a connection.
-func diffsOf(rows []*ordereddict.Dict, lport, rport uint32) string {
+// diffsOf lists the Diff of the rows of one side of a connection, by its
+// local and remote "ip:port" (other tests' and other processes' loopback
+// connections reuse the same port numbers on other addresses).
+func diffsOf(rows []*ordereddict.Dict, local, remote string) string {
 	var d []string
 	for _, r := range rows {
-		if get(r, "Laddr.Port") == lport && get(r, "Raddr.Port") == rport {
+		if endpoint(r, "Laddr") == local && endpoint(r, "Raddr") == remote {
 			d = append(d, get(r, "Diff").(string))
 		}
 	}
 	return strings.Join(d, ",")
 }
+
+// endpoint is a row's Laddr or Raddr as "ip:port".
+func endpoint(r *ordereddict.Dict, which string) string {
+	return net.JoinHostPort(fmt.Sprint(get(r, which+".IP")), fmt.Sprint(get(r, which+".Port")))
+}
+
+// hostPort is "ip:port".
+func hostPort(ip string, port any) string { return net.JoinHostPort(ip, fmt.Sprint(port)) }
