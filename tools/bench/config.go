@@ -16,8 +16,12 @@ const (
 	Stock  Kind = "stock" // the exchange artifact's diff(netstat()) query
 	Watch  Kind = "nw"    // netstat_watch() polling (backend=netlink)
 	Kernel Kind = "ebpf"  // netstat_watch() with kernel events (backend=ebpf)
-	SS     Kind = "ss"    // ss -tunap, no Velociraptor: an outside reference
-	Idle   Kind = "idle"  // a query that reads nothing: the baseline
+	// KernelExcl is Kernel with loopback excluded in the plugin, as the
+	// client artifact passes it: what watching costs when no row is
+	// built. CPU only (it reports none of the harness's connections).
+	KernelExcl Kind = "ebpf-excl"
+	SS         Kind = "ss"   // ss -tunap, no Velociraptor: an outside reference
+	Idle       Kind = "idle" // a query that reads nothing: the baseline
 )
 
 // Method is one way of watching connections: a kind at a period. Build one
@@ -37,6 +41,8 @@ func (m Method) Label() string {
 		return "netstat_watch " + p
 	case Kernel:
 		return "netstat_watch kernel events"
+	case KernelExcl:
+		return "netstat_watch kernel events, loopback excluded in the plugin (CPU only)"
 	case SS:
 		return "ss -tunap every " + p
 	}
@@ -67,6 +73,8 @@ func (m Method) Query() string {
 			strconv.FormatFloat(m.Period, 'f', -1, 64))
 	case Kernel:
 		return "SELECT * FROM netstat_watch(backend='ebpf')"
+	case KernelExcl:
+		return "SELECT * FROM netstat_watch(backend='ebpf', exclude_loopback=TRUE)"
 	case Idle:
 		return idleQuery
 	}
@@ -90,6 +98,13 @@ var idleMethod = method(Idle, 1)
 // ebpfMethod: kernel events, with the default reconciling snapshot (15 s)
 // and UDP polled every second; Period only paces the harness's waits.
 var ebpfMethod = Method{string(Kernel), Kernel, 1}
+
+// ebpfExclMethod: ebpfMethod with the loopback connections (all of the
+// harness's) dropped inside the plugin.
+var ebpfExclMethod = Method{string(KernelExcl), KernelExcl, 1}
+
+// kernel reports whether a method is netstat_watch with kernel events.
+func (m Method) kernel() bool { return m.Kind == Kernel || m.Kind == KernelExcl }
 
 // Scenario is one step of a harness run, named as -only takes it.
 type Scenario string
@@ -203,8 +218,8 @@ func fullConfig() *Config {
 		KpaceRate:      1000,
 		KpaceFor:       60 * time.Second,
 		KpaceLife:      time.Millisecond,
-		KpaceMethods:   []Method{ebpfMethod, nw(0.1), stock(1)},
-		KpaceRunsOnly:  map[string]int{ebpfMethod.Key: 2, nw(0.1).Key: 1, stock(1).Key: 1},
+		KpaceMethods:   []Method{ebpfMethod, ebpfExclMethod, nw(0.1), stock(1)},
+		KpaceRunsOnly:  map[string]int{ebpfMethod.Key: 2, ebpfExclMethod.Key: 1, nw(0.1).Key: 1, stock(1).Key: 1},
 	}
 }
 

@@ -479,8 +479,8 @@ func (h *harness) window(q *queryProc, m Method) (c0, c1 time.Duration, t0, t1 t
 		return c, time.Now(), err
 	}
 	switch m.Kind {
-	case Idle, Kernel:
-		if m.Kind == Kernel {
+	case Idle, Kernel, KernelExcl:
+		if m.kernel() {
 			// Past the start line and the first snapshot (every socket's
 			// owner looked up once): the steady state is what counts.
 			var ready time.Time
@@ -677,7 +677,7 @@ func (h *harness) measureMem(m Method, run int) (MemRun, error) {
 		return r, err
 	}
 	switch m.Kind {
-	case Watch, Kernel:
+	case Watch, Kernel, KernelExcl:
 		ready, err := q.waitReady(h.ctx, 60*time.Second)
 		if err == nil {
 			err = sleepUntil(h.ctx, ready.Add(max(2*time.Second, time.Duration(3*m.Period*float64(time.Second)))))

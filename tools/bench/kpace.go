@@ -121,7 +121,9 @@ func (h *harness) kpaceScenario() error {
 				}
 			}
 			h.res.Kpace = append(h.res.Kpace, r)
-			h.res.KpaceConns = append(h.res.KpaceConns, conns...)
+			if m.Kind != KernelExcl { // reports none of them, by design
+				h.res.KpaceConns = append(h.res.KpaceConns, conns...)
+			}
 		}
 	}
 	return nil
@@ -134,7 +136,7 @@ func (h *harness) steady(q *queryProc, m Method) error {
 		return err
 	}
 	switch m.Kind {
-	case Watch, Kernel:
+	case Watch, Kernel, KernelExcl:
 		ready, err := q.waitReady(h.ctx, 60*time.Second)
 		if err == nil {
 			err = sleepUntil(h.ctx, ready.Add(max(time.Second, 2*m.period())))

@@ -566,7 +566,7 @@ func (a *analysis) plots(out string) error {
 		if m.Kind == Idle {
 			continue
 		}
-		s := Series{Name: m.Label(), Color: methodColor(m, i), Dashed: m.Kind != Watch && m.Kind != Kernel, Marker: i}
+		s := Series{Name: m.Label(), Color: methodColor(m, i), Dashed: m.Kind != Watch && !m.kernel(), Marker: i}
 		i++
 		for _, n := range cfg.Sizes {
 			f := a.cpu(a.sizeKey(n), m.Key)
@@ -612,7 +612,7 @@ func (a *analysis) plots(out string) error {
 	mk := func(title string, pick func(connSummary) int) *Chart {
 		var ss []Series
 		for i, m := range cfg.CaptureMethods {
-			s := Series{Name: m.Label(), Color: methodColor(m, i), Marker: i, Dashed: m.Kind != Watch && m.Kind != Kernel}
+			s := Series{Name: m.Label(), Color: methodColor(m, i), Marker: i, Dashed: m.Kind != Watch && !m.kernel()}
 			for _, life := range cfg.Lifetimes {
 				cs := summarizeConns(a.conns(m.Key, int(life/time.Millisecond)))
 				if cs.N == 0 {
@@ -665,6 +665,9 @@ func (a *analysis) kpacePlot(out string) error {
 		b.Groups = append(b.Groups, g.Label)
 	}
 	for i, m := range cfg.KpaceMethods {
+		if m.Kind == KernelExcl {
+			continue // CPU only
+		}
 		s := BarSeries{Name: m.Label(), Color: methodColor(m, i)}
 		got := map[string]connSummary{}
 		for _, g := range a.kpaceGroups(m) {
@@ -689,8 +692,9 @@ var methodColors = map[Kind]map[float64]color.RGBA{
 	Stock: {2: {140, 20, 20, 255}, 1: {230, 40, 40, 255}},
 	Watch: {1: {20, 60, 160, 255}, 0.5: {40, 130, 220, 255}, 0.25: {20, 170, 190, 255},
 		0.1: {30, 150, 50, 255}, 0.05: {140, 190, 30, 255}},
-	SS:     {1: {90, 90, 90, 255}, 0.1: {160, 160, 160, 255}},
-	Kernel: {1: {120, 40, 170, 255}},
+	SS:         {1: {90, 90, 90, 255}, 0.1: {160, 160, 160, 255}},
+	Kernel:     {1: {120, 40, 170, 255}},
+	KernelExcl: {1: {200, 120, 230, 255}},
 }
 
 func methodColor(m Method, i int) color.RGBA {

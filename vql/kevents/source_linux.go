@@ -96,7 +96,8 @@ func (s *Source) Drops() ([]uint64, error) {
 
 // Stream reads records until ctx ends and sends them in batches: what the
 // ring buffer holds after a wakeup, then a pause of Options.Coalesce, so
-// that a busy host costs a few wakeups a second, not one per record. The
+// that a busy host costs a few wakeups a second, not one per record (no
+// pause after a batch of maxBatch records: a burst is read at full speed). The
 // channel is closed when the reading goroutine has ended. A record that
 // does not parse is counted in Stats, not sent. Call it once.
 func (s *Source) Stream(ctx context.Context) <-chan []Event {
@@ -135,13 +136,16 @@ func (s *Source) Stream(ctx context.Context) <-chan []Event {
 			if rec.Remaining > 0 && len(batch) < maxBatch {
 				continue
 			}
+			// A full batch: the ring buffer has more, and a pause now
+			// would let a burst overflow it.
+			more := len(batch) >= maxBatch
 			select {
 			case out <- batch:
 			case <-ctx.Done():
 				return
 			}
 			batch = nil
-			if s.opts.Coalesce > 0 {
+			if s.opts.Coalesce > 0 && !more {
 				select {
 				case <-time.After(s.opts.Coalesce):
 				case <-ctx.Done():

@@ -206,13 +206,21 @@ func TestKernelEventsDropsReconciled(t *testing.T) {
 		}
 	}()
 	added := 0
+	seen := map[uint32][]string{} // the added rows of each port, for the failure message
+	// One of the burst's: its local port and the listener's. (A local port
+	// alone is not one: any other program's connection can have it.)
+	ours := func(r *ordereddict.Dict) (uint32, bool) {
+		p, _ := get(r, "Laddr.Port").(uint32)
+		_, ok := ports[p]
+		return p, ok && get(r, "Diff") == "added" && get(r, "Raddr.Port") == uint32(ln.Addr().(*net.TCPAddr).Port)
+	}
 	deadline := time.After(8 * time.Second)
 	for added < n {
 		select {
 		case r := <-rows:
-			p, _ := get(r, "Laddr.Port").(uint32)
-			if _, ok := ports[p]; ok && get(r, "Diff") == "added" && get(r, "Raddr.Port") == uint32(ln.Addr().(*net.TCPAddr).Port) {
+			if p, ok := ours(r); ok {
 				ports[p]++
+				seen[p] = append(seen[p], fmt.Sprint(r))
 				if ports[p] == 1 {
 					added++
 				}
@@ -226,9 +234,9 @@ func TestKernelEventsDropsReconciled(t *testing.T) {
 	for done := false; !done; {
 		select {
 		case r := <-rows:
-			p, _ := get(r, "Laddr.Port").(uint32)
-			if _, ok := ports[p]; ok && get(r, "Diff") == "added" {
+			if p, ok := ours(r); ok {
 				ports[p]++
+				seen[p] = append(seen[p], fmt.Sprint(r))
 			}
 		case <-quiet:
 			done = true
@@ -236,7 +244,7 @@ func TestKernelEventsDropsReconciled(t *testing.T) {
 	}
 	for p, k := range ports {
 		if k != 1 {
-			t.Errorf("port %d: %d added rows", p, k)
+			t.Errorf("port %d: %d added rows: %v", p, k, seen[p])
 		}
 	}
 	cancel()

@@ -32,6 +32,7 @@ type watcher struct {
 	netns   uint32      // the network namespace snapshots see; 0 if unknown
 
 	socks     []collector.Socket // reused between ticks
+	fullSize  int                // sockets in the last complete snapshot
 	lastErr   string
 	failures  int // consecutive failed snapshots
 	warnedAcl bool
@@ -263,7 +264,14 @@ type output struct {
 
 // tick takes one snapshot and returns the events to report.
 func (self *watcher) tick(scope vfilter.Scope, now time.Time, kinds collector.Kind) []output {
-	socks, err := self.col.Collect(kinds, self.socks[:0])
+	buf := self.socks[:0]
+	if kinds == self.opts.kinds && cap(buf) < self.fullSize {
+		// One allocation of the size last seen (and some), not the
+		// doubling growth of append: on a big table that growth is the
+		// peak of the process's memory.
+		buf = make([]collector.Socket, 0, self.fullSize+self.fullSize/8)
+	}
+	socks, err := self.col.Collect(kinds, buf)
 	if err != nil {
 		// Log a failure once, not once per tick, and keep the last
 		// snapshot's state: a failed poll says nothing about the sockets.
@@ -329,8 +337,21 @@ func (self *watcher) tick(scope vfilter.Scope, now time.Time, kinds collector.Ki
 	if self.st != nil {
 		self.st.updated(changed)
 	}
+	if kinds == self.opts.kinds {
+		self.fullSize = len(socks)
+	}
+	if round != nil && cap(self.socks) > keepSocks {
+		// The reconciling snapshot comes every reconcile seconds and the
+		// UDP ones between need a small slice: a big table's (100 bytes a
+		// socket) is not kept live in between.
+		self.socks = nil
+	}
 	return out
 }
+
+// keepSocks is the most sockets whose slice a watcher keeps between two
+// reconciling snapshots.
+const keepSocks = 4096
 
 // filter applies the options to the tracker's events and names the owner
 // of a connection a snapshot found. The exclusions test what does not

@@ -80,7 +80,7 @@ func (t *Tracker) apply(applied time.Time, ev *SockEvent) {
 	c, ok := t.conns.get(k)
 	if ok && c.awaiting {
 		// A snapshot saw its remnant first; its events tell its life.
-		*c = Conn{ID: c.ID, key: k, Socket: *s, Pid: -1, FirstSeen: now, LastSeen: now,
+		*c = Conn{ID: c.ID, key: store(k), Socket: *s, Pid: -1, FirstSeen: now,
 			Netns: ev.Netns, Direction: eventDirection(t, ev), seen: c.seen}
 		t.held = append(t.held, c)
 	}
@@ -93,12 +93,12 @@ func (t *Tracker) apply(applied time.Time, ev *SockEvent) {
 			return
 		}
 		t.nextID++
-		c = &Conn{ID: t.nextID, key: k, Socket: *s, Pid: -1, FirstSeen: now, LastSeen: now,
+		c = &Conn{ID: t.nextID, key: store(k), Socket: *s, Pid: -1, FirstSeen: now,
 			Netns: ev.Netns, Direction: eventDirection(t, ev)}
 		t.conns.put(k, c)
 		t.held = append(t.held, c)
 	}
-	c.evAt, c.LastSeen = applied, now
+	c.evAt = applied.UnixNano()
 	c.Netns = ev.Netns
 	if s.Local.Port() != 0 {
 		// The tuple is complete from the first record after connect()

@@ -73,15 +73,16 @@ func (t *Tracker) Resume(now time.Time, socks []collector.Socket, saved []Saved,
 		ids[sv.ID] = true
 		t.nextID = max(t.nextID, sv.ID)
 		c := &Conn{ID: sv.ID, Socket: sv.Socket, Pid: sv.Pid,
-			Direction: sv.Direction, FirstSeen: sv.FirstSeen, LastSeen: sv.FirstSeen,
+			Direction: sv.Direction, FirstSeen: sv.FirstSeen,
 			Info: sv.Info, reported: true, closed: sv.Closed, offline: true}
 		if sv.Netns != 0 && !opts.OtherBoot && sv.Socket.Cookie != 0 {
 			// In another namespace: not in this snapshot, but in the first
 			// one of its own namespace (UpdateNetns), which finds it by
 			// its cookie, or finds it gone.
 			if !sv.Closed {
-				c.Netns, c.key = sv.Netns, keyOf(&sv.Socket)
-				t.conns.put(c.key, c)
+				k := keyOf(&sv.Socket)
+				c.Netns, c.key = sv.Netns, store(k)
+				t.conns.put(k, c)
 			}
 			continue
 		}
@@ -133,15 +134,16 @@ func (t *Tracker) placeRestored(socks []collector.Socket, restored []*Conn) {
 			continue
 		}
 		matched[c] = true
-		c.key = k
+		c.key = store(k)
 		t.conns.put(k, c)
 	}
 	for _, c := range restored {
 		if matched[c] || c.closed {
 			continue
 		}
-		c.key = key{kind: byRestored, id: c.ID}
-		t.conns.put(c.key, c)
+		k := key{kind: byRestored, id: c.ID}
+		c.key = store(k)
+		t.conns.put(k, c)
 	}
 }
 

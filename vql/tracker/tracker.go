@@ -66,7 +66,6 @@ type Conn struct {
 	Pid       int32            // owner when reported Added; kept for Removed
 	Direction Direction
 	FirstSeen time.Time
-	LastSeen  time.Time
 
 	// Netns is the inode of the socket's network namespace, from kernel
 	// events; 0 for a socket only snapshots have seen (the watcher's own).
@@ -76,17 +75,21 @@ type Conn struct {
 	// from a kernel event), kept so that Removed carries the same ones.
 	Info *enricher.Process
 
-	key      key
-	seen     uint64 // generation of the last snapshot that had it
-	reported bool   // Added was emitted (or it was part of the baseline)
-	closed   bool   // Removed was emitted, or it was first seen closed
-	held     int    // ticks waited for an owner
-	offline  bool   // its change happened while no tracker watched (Restore)
-	existing bool   // in the first snapshot of a tracker with EmitExisting
-	awaiting bool   // a remnant a snapshot found before any event about it
-	// evAt is when the last kernel event about it was applied: a snapshot
-	// taken before then says nothing about whether it is gone.
-	evAt time.Time
+	// A busy server holds tens of thousands of these for hours: the
+	// fields below are kept small (the key without its tuple, times in
+	// nanoseconds), 224 bytes a connection rather than 352.
+	key  storedKey
+	seen uint64 // generation of the last snapshot that had it
+	// evAt is when the last kernel event about it was applied (Unix ns, 0
+	// for none): a snapshot taken before then says nothing about whether
+	// it is gone.
+	evAt     int64
+	held     uint8 // ticks waited for an owner
+	reported bool  // Added was emitted (or it was part of the baseline)
+	closed   bool  // Removed was emitted, or it was first seen closed
+	offline  bool  // its change happened while no tracker watched (Restore)
+	existing bool  // in the first snapshot of a tracker with EmitExisting
+	awaiting bool  // a remnant a snapshot found before any event about it
 }
 
 // Event is one row of output.
@@ -206,6 +209,34 @@ type key struct {
 	pid   int32  // byTuple only: the owner is part of the identity there
 }
 
+// storedKey is a key as a Conn keeps it: the tuple, 72 of the key's 96
+// bytes, only for the few connections keyed by it (OSes without kernel
+// identities).
+type storedKey struct {
+	kind  keyKind
+	dgram bool
+	pid   int32
+	id    uint64
+	t     *tuple
+}
+
+func store(k key) storedKey {
+	sk := storedKey{kind: k.kind, dgram: k.dgram, pid: k.pid, id: k.id}
+	if k.kind == byTuple {
+		t := k.t
+		sk.t = &t
+	}
+	return sk
+}
+
+func (sk storedKey) key() key {
+	k := key{kind: sk.kind, dgram: sk.dgram, pid: sk.pid, id: sk.id}
+	if sk.t != nil {
+		k.t = *sk.t
+	}
+	return k
+}
+
 func tupleOf(s *collector.Socket) tuple {
 	return tuple{typ: s.Type, local: s.Local, remote: s.Remote}
 }
@@ -323,8 +354,8 @@ func (t *Tracker) update(now time.Time, socks []collector.Socket, kinds collecto
 			// The same socket under a new key: its remnant after close,
 			// or (without cookies) an accepted socket that got its inode.
 			delete(missing, tp)
-			t.conns.del(c.key)
-			c.key = k
+			t.conns.del(c.key.key())
+			c.key = store(k)
 			t.conns.put(k, c)
 			t.observe(now, c, s)
 			continue
@@ -332,20 +363,20 @@ func (t *Tracker) update(now time.Time, socks []collector.Socket, kinds collecto
 		_, endedByEvent := t.ended[s.Cookie]
 		if s.Closed() && s.Cookie != 0 && endedByEvent {
 			// Remnant of a connection whose end an event reported.
-			t.conns.put(k, &Conn{key: k, Socket: *s, seen: t.gen, reported: true, closed: true,
-				FirstSeen: now, LastSeen: now, Pid: -1, Direction: t.direction(s)})
+			t.conns.put(k, &Conn{key: store(k), Socket: *s, seen: t.gen, reported: true, closed: true,
+				FirstSeen: now, Pid: -1, Direction: t.direction(s)})
 			continue
 		}
 		if s.Closed() {
 			if exp, ok := t.gone[tp]; ok && exp >= t.gen {
 				// Remnant of a connection already reported removed.
-				t.conns.put(k, &Conn{key: k, Socket: *s, seen: t.gen, reported: true, closed: true,
-					FirstSeen: now, LastSeen: now, Pid: -1, Direction: t.direction(s)})
+				t.conns.put(k, &Conn{key: store(k), Socket: *s, seen: t.gen, reported: true, closed: true,
+					FirstSeen: now, Pid: -1, Direction: t.direction(s)})
 				continue
 			}
 		}
 		t.nextID++
-		c := &Conn{ID: t.nextID, key: k, Socket: *s, Pid: s.Pid, FirstSeen: now, LastSeen: now,
+		c := &Conn{ID: t.nextID, key: store(k), Socket: *s, Pid: s.Pid, FirstSeen: now,
 			seen: t.gen, Direction: t.direction(s), offline: restoring || offline, existing: existing,
 			Netns: netns}
 		t.conns.put(k, c)
@@ -368,12 +399,12 @@ func (t *Tracker) update(now time.Time, socks []collector.Socket, kinds collecto
 	// What was not in the snapshot is gone.
 	t.conns.eachKind(kinds, func(c *Conn) {
 		if c.seen == t.gen || !t.inSnapshot(c, netns) || c.Socket.Kind()&kinds == 0 ||
-			!c.evAt.IsZero() && !c.evAt.Before(now) {
+			c.evAt != 0 && c.evAt >= now.UnixNano() {
 			// Seen; or where this snapshot cannot see; or told about by
 			// an event after the snapshot began.
 			return
 		}
-		t.conns.del(c.key)
+		t.conns.del(c.key.key())
 		if c.closed {
 			return
 		}
@@ -425,7 +456,6 @@ func gainedInode(c *Conn, s *collector.Socket) bool {
 // observe updates a tracked connection with its socket in this snapshot.
 func (t *Tracker) observe(now time.Time, c *Conn, s *collector.Socket) {
 	c.seen = t.gen
-	c.LastSeen = now
 	c.Socket = *s
 	if !c.reported {
 		if c.Pid < 0 && s.Pid >= 0 {
@@ -448,7 +478,7 @@ func (t *Tracker) observe(now time.Time, c *Conn, s *collector.Socket) {
 func (t *Tracker) maybeAdd(now time.Time, c *Conn) {
 	s := &c.Socket
 	waiting := c.Pid < 0 && !s.Closed()
-	if waiting && c.held < t.opts.HoldTicks {
+	if waiting && int(c.held) < t.opts.HoldTicks {
 		c.held++
 		return
 	}
@@ -550,8 +580,9 @@ func (t *Tracker) Rebase(socks []collector.Socket) {
 				continue
 			}
 		}
-		t.conns.del(c.key)
-		c.key = keyOf(s)
-		t.conns.put(c.key, c)
+		t.conns.del(c.key.key())
+		k := keyOf(s)
+		c.key = store(k)
+		t.conns.put(k, c)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/netwatch-dfir/netwatch/vql/collector"
 )
@@ -295,5 +296,13 @@ func TestTrackerRebase(t *testing.T) {
 	want := []string{"removed 40000 pid=100 ESTAB outbound dur=2s"}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("got %q want %q", got, want)
+	}
+}
+
+// A busy server holds tens of thousands of connections: a field added to
+// Conn costs that many times over (docs/BENCHMARKS.md, the memory figure).
+func TestConnStaysSmall(t *testing.T) {
+	if n := unsafe.Sizeof(Conn{}); n > 224 {
+		t.Errorf("Conn is %d bytes, was 224: keep new fields small or outside it", n)
 	}
 }
