@@ -135,8 +135,11 @@ func (k *kernelFeed) stop() {
 }
 
 // convert turns a batch into the tracker's socket events, describing the
-// owner from the kernel's facts; exec records feed the enricher.
-func (k *kernelFeed) convert(batch []kevents.Event, enr *enricher.Enricher, enrich bool, kinds collector.Kind) []tracker.SockEvent {
+// owner from the kernel's facts; exec records feed the enricher. A
+// connection ex excludes is tracked but not described: its row will not be
+// built (a loopback-heavy host pays for no process details it drops).
+func (k *kernelFeed) convert(batch []kevents.Event, enr *enricher.Enricher, enrich bool, kinds collector.Kind,
+	ex *exclusions) []tracker.SockEvent {
 	k.records += uint64(len(batch))
 	boot := kevents.BootTime(0)
 	out := k.buf[:0]
@@ -156,7 +159,8 @@ func (k *kernelFeed) convert(batch []kevents.Event, enr *enricher.Enricher, enri
 			Time: boot.Add(time.Duration(ev.Time))}
 		if se.Owner {
 			se.Socket.Pid = ev.Task.Pid
-			if enrich {
+			s := &se.Socket
+			if enrich && !(ex.any() && ex.excludes(s.Local.Addr(), s.Remote.Addr(), s.Pid)) {
 				se.Info = enr.FromKernel(task(ev, boot))
 			}
 		}

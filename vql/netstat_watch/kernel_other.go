@@ -25,7 +25,7 @@ func (k *kernelFeed) summary() string                                     { retu
 
 func (k *kernelFeed) start(context.Context)          {}
 func (k *kernelFeed) events() <-chan []kevents.Event { return nil }
-func (k *kernelFeed) convert([]kevents.Event, *enricher.Enricher, bool, collector.Kind) []tracker.SockEvent {
+func (k *kernelFeed) convert([]kevents.Event, *enricher.Enricher, bool, collector.Kind, *exclusions) []tracker.SockEvent {
 	return nil
 }
 

@@ -242,7 +242,7 @@ func (self *watcher) run(ctx context.Context, scope vfilter.Scope,
 
 // applyKernel merges a batch of kernel events.
 func (self *watcher) applyKernel(batch []kevents.Event, now time.Time) []output {
-	evs := self.kern.convert(batch, self.enr, self.opts.enrich, self.opts.kinds)
+	evs := self.kern.convert(batch, self.enr, self.opts.enrich, self.opts.kinds, &self.opts.exclude)
 	return self.changed(self.track.Apply(now, evs))
 }
 
