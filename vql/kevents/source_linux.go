@@ -119,6 +119,7 @@ func (s *Source) Stream(ctx context.Context) <-chan []Event {
 		defer stop()
 		var rec ringbuf.Record
 		var batch []Event
+		last := 0 // records in the last batch
 		for ctx.Err() == nil {
 			err := s.rd.ReadInto(&rec)
 			if err != nil {
@@ -127,6 +128,12 @@ func (s *Source) Stream(ctx context.Context) <-chan []Event {
 					return
 				}
 				continue
+			}
+			if batch == nil {
+				// The size of the last batch, in one allocation: grown
+				// by append from nothing, each batch of a busy host
+				// copied itself about as many times as it has records.
+				batch = make([]Event, 0, min(maxBatch, max(64, last+last/4)))
 			}
 			if ev, err := Parse(rec.RawSample); err == nil {
 				batch = append(batch, ev)
@@ -144,7 +151,7 @@ func (s *Source) Stream(ctx context.Context) <-chan []Event {
 			case <-ctx.Done():
 				return
 			}
-			batch = nil
+			last, batch = len(batch), nil
 			if s.opts.Coalesce > 0 && !more {
 				select {
 				case <-time.After(s.opts.Coalesce):
