@@ -250,7 +250,7 @@ func quickConfig() *Config {
 		KpaceRate:      1000,
 		KpaceFor:       8 * time.Second,
 		KpaceLife:      time.Millisecond,
-		KpaceMethods:   []Method{ebpfMethod, nw(0.1), stock(1)},
+		KpaceMethods:   []Method{ebpfMethod, ebpfExclMethod, nw(0.1), stock(1)},
 	}
 }
 
