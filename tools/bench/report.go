@@ -551,7 +551,7 @@ var trimmed = []string{
 	"from the CPU figure, netstat_watch 0.05 s and 0.5 s, `ss` every 0.1 s and stock at 2 s; from the capture figure, netstat_watch 0.05 s and 0.5 s and stock at 2 s: earlier full runs showed they follow the curves of the periods still measured (a poll costs the same at every period), and the run must fit in 50 minutes on this 2-core machine with the kernel-pace scenario added. The recommendation takes stock at 2 s as half of stock at 1 s (at most: half the polls)",
 	"from the process figure, `ss`, the idle query (the run's idle baseline comes from the CPU figure) and the 50-process count (500 kept)",
 	"from the memory figure, netstat_watch 1 s; netstat_watch 0.1 s and stock are measured once, kernel events every repetition",
-	"in the kernel-pace scenario, kernel events (whose targets it holds) are measured twice, netlink polling and stock once each: a measurement is a minute of launching plus a minute for its TIME_WAIT remnants to go",
+	"in the kernel-pace scenario, kernel events (whose targets it holds) are measured twice, kernel events with loopback excluded, netlink polling and stock once each: a measurement is a minute of launching plus a minute for its TIME_WAIT remnants to go",
 }
 
 // --- plots -------------------------------------------------------------------
