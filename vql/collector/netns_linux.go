@@ -86,9 +86,13 @@ func CollectNetns(ns Netns, kinds Kind, dst []Socket) ([]Socket, error) {
 }
 
 // socketIn opens a sock_diag socket in the namespace of f. setns changes
-// only the calling thread, so a goroutine locks one, enters, opens and
-// returns without unlocking: the runtime then ends that thread rather
-// than reuse it in the wrong namespace.
+// only the calling thread, so a goroutine locks one, enters, opens, and
+// enters its own namespace again before unlocking. Should that return
+// fail, it exits still locked: the runtime then ends the thread rather than
+// reuse it in the wrong namespace. (Ending one every round was the first
+// design: a thread that has run other goroutines takes its CPU time out of
+// /proc/PID/task with it, and creating one per namespace per round costs a
+// clone each time.)
 func socketIn(f *os.File) (int, error) {
 	type result struct {
 		fd  int
@@ -97,13 +101,23 @@ func socketIn(f *os.File) (int, error) {
 	ch := make(chan result, 1)
 	go func() {
 		runtime.LockOSThread()
-		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+		own, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
 			runtime.UnlockOSThread() // unchanged: reusable
+			ch <- result{-1, fmt.Errorf("own network namespace: %w", err)}
+			return
+		}
+		defer own.Close()
+		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
 			ch <- result{-1, fmt.Errorf("setns: %w", err)}
 			return
 		}
 		fd, err := sockDiag()
 		ch <- result{fd, err}
+		if unix.Setns(int(own.Fd()), unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		}
 	}()
 	r := <-ch
 	return r.fd, r.err

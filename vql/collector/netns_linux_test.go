@@ -135,3 +135,64 @@ func selfNetns(t *testing.T) uint32 {
 	}
 	return uint32(st.Ino)
 }
+
+// Reading another namespace leaves no thread of this process in it, and
+// does not end a thread per read (a thread that ends takes its CPU time
+// out of /proc/PID/task, and costs a clone to replace).
+func TestCollectNetnsRestoresThreads(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root (setns), as make test runs")
+	}
+	_, ino := testutil.Netns(t, "nwthr")
+	own := selfNetns(t)
+	nss, err := Namespaces("/proc", own)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ns *Netns
+	for i := range nss {
+		if nss[i].Inode == ino {
+			ns = &nss[i]
+		}
+	}
+	if ns == nil {
+		t.Fatalf("namespace %d not listed", ino)
+	}
+	tasks := func() map[string]uint64 {
+		ents, err := os.ReadDir("/proc/self/task")
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]uint64{}
+		for _, e := range ents {
+			var st unix.Stat_t
+			if unix.Stat("/proc/self/task/"+e.Name()+"/ns/net", &st) == nil {
+				out[e.Name()] = st.Ino
+			}
+		}
+		return out
+	}
+	before := tasks()
+	const reads = 50
+	for range reads {
+		if _, err := CollectNetns(*ns, TCP4, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	after := tasks()
+	for tid, n := range after {
+		if n != uint64(own) {
+			t.Errorf("thread %s left in namespace %d", tid, n)
+		}
+	}
+	ended := 0
+	for tid := range before {
+		if _, ok := after[tid]; !ok {
+			ended++
+		}
+	}
+	// The runtime may start or retire a thread or two of its own meanwhile.
+	if ended > 2 || len(after) > len(before)+4 {
+		t.Errorf("%d reads: %d threads before, %d after, %d of them ended", reads, len(before), len(after), ended)
+	}
+}
