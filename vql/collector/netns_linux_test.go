@@ -66,22 +66,7 @@ func TestCollectNetns(t *testing.T) {
 	defer cli.Close()
 	port := addrPort(cli.LocalAddr())
 
-	nss, err := Namespaces("/proc", own)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ns *Netns
-	for i := range nss {
-		if nss[i].Inode == own {
-			t.Errorf("own namespace %d listed", own)
-		}
-		if nss[i].Inode == ino {
-			ns = &nss[i]
-		}
-	}
-	if ns == nil {
-		t.Fatalf("namespace %d (%s) not in %v", ino, name, nss)
-	}
+	ns := listed(t, own, ino)
 
 	socks, err := CollectNetns(*ns, TCP4, nil)
 	if err != nil {
@@ -145,19 +130,7 @@ func TestCollectNetnsRestoresThreads(t *testing.T) {
 	}
 	_, ino := testutil.Netns(t, "nwthr")
 	own := selfNetns(t)
-	nss, err := Namespaces("/proc", own)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ns *Netns
-	for i := range nss {
-		if nss[i].Inode == ino {
-			ns = &nss[i]
-		}
-	}
-	if ns == nil {
-		t.Fatalf("namespace %d not listed", ino)
-	}
+	ns := listed(t, own, ino)
 	tasks := func() map[string]uint64 {
 		ents, err := os.ReadDir("/proc/self/task")
 		if err != nil {
@@ -195,4 +168,27 @@ func TestCollectNetnsRestoresThreads(t *testing.T) {
 	if ended > 2 || len(after) > len(before)+4 {
 		t.Errorf("%d reads: %d threads before, %d after, %d of them ended", reads, len(before), len(after), ended)
 	}
+}
+
+// listed is namespace ino as Namespaces lists it from /proc, which must not
+// list own.
+func listed(t *testing.T, own, ino uint32) *Netns {
+	t.Helper()
+	nss, err := Namespaces("/proc", own)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ns *Netns
+	for i := range nss {
+		if nss[i].Inode == own {
+			t.Errorf("own namespace %d listed", own)
+		}
+		if nss[i].Inode == ino {
+			ns = &nss[i]
+		}
+	}
+	if ns == nil {
+		t.Fatalf("namespace %d not in %v", ino, nss)
+	}
+	return ns
 }
