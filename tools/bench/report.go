@@ -650,7 +650,7 @@ func (a *analysis) kpacePlot(out string) error {
 	}
 	var rates []float64
 	for _, r := range a.res.Kpace {
-		if r.Err == "" {
+		if r.Err == "" && r.Method != ebpfExclMethod.Key { // not in the plot
 			rates = append(rates, r.Rate())
 		}
 	}
