@@ -10,8 +10,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -587,5 +590,41 @@ func TestKpaceLaunch(t *testing.T) {
 	}
 	if len(groups) != 4 || r.Launched < 20 || r.Failed > 0 {
 		t.Errorf("%d children (%d failed), by (outbound, second namespace): %v", r.Launched, r.Failed, groups)
+	}
+}
+
+// A thread that ends keeps its CPU time in taskCPU: the bench measured
+// kernel events at a third of their cost while netstat_watch ended a
+// thread per namespace read.
+func TestTaskCPUCountsEndedThreads(t *testing.T) {
+	c0, err := taskCPU(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Goroutines that exit locked end their threads (all but one that
+	// lands on the main thread, which the runtime parks instead).
+	const threads, burn = 4, 100 * time.Millisecond
+	var wg sync.WaitGroup
+	for range threads {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			runtime.LockOSThread() // never unlocked
+			var ru syscall.Rusage
+			for syscall.Getrusage(1 /* RUSAGE_THREAD */, &ru) == nil &&
+				time.Duration(ru.Utime.Nano()+ru.Stime.Nano()) < burn {
+				for i := 0; i < 1e6; i++ {
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	time.Sleep(200 * time.Millisecond) // the threads' exit
+	c1, err := taskCPU(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, want := c1-c0, threads*burn-30*time.Millisecond; d < want {
+		t.Errorf("taskCPU grew by %v after %d threads burned %v each and ended", d, threads, burn)
 	}
 }

@@ -18,9 +18,11 @@ import (
 	"time"
 )
 
-// taskCPU is the CPU time (user+sys) of every live thread of pid, from
-// /proc/PID/task/*/schedstat (nanoseconds; /proc/PID/stat only has 10 ms
-// ticks). Go threads do not exit, so nothing is lost between two samples.
+// taskCPU is the CPU time (user+sys) of pid: the sum over its live
+// threads from /proc/PID/task/*/schedstat (nanoseconds), or, when more,
+// /proc/PID/stat's (10 ms ticks, but counting the threads that have ended:
+// a Go thread ends when a goroutine exits locked to it, and takes its time
+// out of the per-thread sum).
 func taskCPU(pid int) (time.Duration, error) {
 	dir := fmt.Sprintf("/proc/%d/task", pid)
 	ents, err := os.ReadDir(dir)
@@ -42,7 +44,33 @@ func taskCPU(pid int) (time.Duration, error) {
 			sum += n
 		}
 	}
-	return time.Duration(sum), nil
+	return max(time.Duration(sum), statCPU(pid)), nil
+}
+
+// statCPU is utime + stime of /proc/PID/stat, ended threads included; 0
+// when it cannot be read.
+func statCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command, which may hold spaces, end with ')'.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := bytes.Fields(b[i+1:])
+	// f[0] is field 3 (state): utime and stime are fields 14 and 15.
+	if len(f) < 13 {
+		return 0
+	}
+	u, err1 := strconv.ParseInt(string(f[11]), 10, 64)
+	s, err2 := strconv.ParseInt(string(f[12]), 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0
+	}
+	const tick = 10 * time.Millisecond // USER_HZ is 100 on Linux
+	return time.Duration(u+s) * tick
 }
 
 // Arrival is one line of the query's output and when the harness read it.
