@@ -610,9 +610,17 @@ func TestTaskCPUCountsEndedThreads(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			runtime.LockOSThread() // never unlocked
-			var ru syscall.Rusage
-			for syscall.Getrusage(1 /* RUSAGE_THREAD */, &ru) == nil &&
-				time.Duration(ru.Utime.Nano()+ru.Stime.Nano()) < burn {
+			// The thread may have run other goroutines before: burn
+			// on top of what it has.
+			used := func() time.Duration {
+				var ru syscall.Rusage
+				if err := syscall.Getrusage(1 /* RUSAGE_THREAD */, &ru); err != nil {
+					t.Error(err)
+					return 1 << 62 // ends the loop
+				}
+				return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+			}
+			for start := used(); used()-start < burn && !t.Failed(); {
 				for i := 0; i < 1e6; i++ {
 				}
 			}
