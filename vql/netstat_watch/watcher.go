@@ -264,8 +264,11 @@ type output struct {
 
 // tick takes one snapshot and returns the events to report.
 func (self *watcher) tick(scope vfilter.Scope, now time.Time, kinds collector.Kind) []output {
+	// A complete snapshot (every table watched), not a UDP-only one
+	// between two reconciling snapshots.
+	full := kinds == self.opts.kinds
 	buf := self.socks[:0]
-	if kinds == self.opts.kinds && cap(buf) < self.fullSize {
+	if full && cap(buf) < self.fullSize {
 		// One allocation of the size last seen (and some), not the
 		// doubling growth of append: on a big table that growth is the
 		// peak of the process's memory.
@@ -293,7 +296,7 @@ func (self *watcher) tick(scope vfilter.Scope, now time.Time, kinds collector.Ki
 	// (Resolve forgets the inodes it is not given).
 	mine := len(socks)
 	var round *nsRound
-	if self.kern != nil && kinds == self.opts.kinds {
+	if self.kern != nil && full {
 		var r nsRound
 		socks, r = self.kern.others(scope, socks, kinds)
 		round = &r
@@ -310,7 +313,7 @@ func (self *watcher) tick(scope vfilter.Scope, now time.Time, kinds collector.Ki
 	}
 
 	var events []tracker.Event
-	if r := self.resume; r != nil && kinds == self.opts.kinds {
+	if r := self.resume; r != nil && full {
 		self.resume = nil
 		events = self.track.Resume(now, socks[:mine], r.saved, r.opts)
 	} else {
@@ -337,7 +340,7 @@ func (self *watcher) tick(scope vfilter.Scope, now time.Time, kinds collector.Ki
 	if self.st != nil {
 		self.st.updated(changed)
 	}
-	if kinds == self.opts.kinds {
+	if full {
 		self.fullSize = len(socks)
 	}
 	if round != nil && cap(self.socks) > keepSocks {
